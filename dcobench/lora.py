@@ -1,0 +1,75 @@
+"""LoRA in and out, only through diffusers and peft APIs.
+
+Training adds a peft adapter to the UNet (`unet.add_adapter`). Saving converts peft's state dict
+to diffusers' format and writes it with the pipeline class's `save_lora_weights`, together with
+the adapter's LoraConfig as metadata so that alpha survives. Sampling loads the saved file with
+`pipe.load_lora_weights`, so every image dcobench scores came from the file a user would load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .errors import DcoError
+
+WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+TRAIN_ADAPTER = "dcobench_train"
+
+
+def add_lora(unet, rank: int, alpha: float, target_modules: list[str], seed: int) -> list[torch.nn.Parameter]:
+    """Freeze the UNet, add a LoRA adapter, return its (trainable, fp32) parameters."""
+    from peft import LoraConfig
+
+    unet.requires_grad_(False)
+    torch.manual_seed(seed)  # LoRA A is random; B starts at 0, so step 0 equals the base model
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        init_lora_weights="gaussian",
+        target_modules=list(target_modules),
+    )
+    unet.add_adapter(config, adapter_name=TRAIN_ADAPTER)
+    params = [p for n, p in unet.named_parameters() if "lora_" in n]
+    if not params:
+        raise DcoError(
+            f"train.target_modules: {target_modules} matched no layer of this UNet; use names such as to_q, to_k, to_v, to_out.0"
+        )
+    for p in params:
+        p.data = p.data.float()
+        p.requires_grad_(True)
+    return params
+
+
+def save_lora(pipe, folder: Path) -> Path:
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    unet = pipe.unet
+    state = get_peft_model_state_dict(unet, adapter_name=TRAIN_ADAPTER)
+    state = convert_state_dict_to_diffusers(state)
+    metadata = unet.peft_config[TRAIN_ADAPTER].to_dict()
+    type(pipe).save_lora_weights(
+        folder,
+        unet_lora_layers=state,
+        unet_lora_adapter_metadata=metadata,
+        weight_name=WEIGHT_NAME,
+    )
+    return Path(folder) / WEIGHT_NAME
+
+
+def remove_training_adapter(unet) -> None:
+    unet.delete_adapters(TRAIN_ADAPTER)
+
+
+def load_lora(pipe, folder: Path, adapter_name: str = "dcobench") -> str:
+    path = Path(folder) / WEIGHT_NAME
+    if not path.is_file():
+        raise DcoError(f"{path}: LoRA file not found; rerun training or point to a folder with {WEIGHT_NAME}")
+    pipe.load_lora_weights(str(folder), weight_name=WEIGHT_NAME, adapter_name=adapter_name)
+    return adapter_name
+
+
+def unload_lora(pipe) -> None:
+    pipe.unload_lora_weights()

@@ -1,0 +1,1 @@
+"""Model plumbing: offline tokenizers, tiny pipelines built from configs, pipeline loading."""

@@ -1,0 +1,56 @@
+"""Name -> object registries, in the style of lm-evaluation-harness.
+
+Objects register where they are defined, with the metadata a report needs. Heavy optional pieces
+register lazily as "module:attr" strings and are imported on first lookup, so `dcobench ls` and
+config validation never import torch models they do not use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+from .errors import DcoError, did_you_mean
+
+
+class Registry:
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Any] = {}
+        self._meta: dict[str, dict] = {}
+
+    def register(self, name: str, obj: Any = None, **meta) -> Callable:
+        """Register `obj` (or decorate it) under `name`; `obj` may be a "module:attr" string."""
+
+        def add(o):
+            if name in self._entries and self._entries[name] is not o:
+                raise ValueError(f"{self.kind} '{name}' is registered twice")
+            self._entries[name] = o
+            self._meta[name] = meta
+            return o
+
+        return add(obj) if obj is not None else add
+
+    def get(self, name: str) -> Any:
+        if name not in self._entries:
+            raise DcoError(f"unknown {self.kind} '{name}': {did_you_mean(name, self._entries)}")
+        obj = self._entries[name]
+        if isinstance(obj, str):
+            module, _, attr = obj.partition(":")
+            obj = getattr(importlib.import_module(module), attr)
+            self._entries[name] = obj
+        return obj
+
+    def meta(self, name: str) -> dict:
+        self.get(name)
+        return dict(self._meta[name])
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+
+METHODS = Registry("method")
+SUITES = Registry("suite")

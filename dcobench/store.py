@@ -1,0 +1,127 @@
+"""The run folder: layout, atomic writes and provenance.
+
+    OUT/run.json                      the resolved run config (rewritten only when it changes)
+    OUT/loras/<train_id>/             pytorch_lora_weights.safetensors + train.json, one per
+                                      training config; cells that differ only in sampling share it
+    OUT/cells/<cell_id>/images/*.png  the sampled grid
+    OUT/cells/<cell_id>/manifest.json what produced each image
+    OUT/cells/<cell_id>/result.json   written last and atomically: its presence marks a finished cell
+
+Every file is written to a temporary name in the same folder and renamed into place, so a killed
+run never leaves a truncated file under a final name.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+
+PACKAGES = ("dcobench", "torch", "diffusers", "transformers", "peft", "open_clip_torch", "timm", "accelerate", "numpy")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def to_json(obj) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, to_json(obj).encode())
+
+
+def write_json_if_changed(path: Path, obj) -> bool:
+    text = to_json(obj)
+    if Path(path).is_file() and Path(path).read_text() == text:
+        return False
+    atomic_write_bytes(path, text.encode())
+    return True
+
+
+def atomic_save_image(path: Path, array) -> None:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+@functools.lru_cache(maxsize=1)
+def git_hash() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5)
+        if out.returncode == 0:
+            return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return "unknown"
+
+
+@functools.lru_cache(maxsize=1)
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def provenance() -> dict:
+    return {
+        "git": git_hash(),
+        "versions": package_versions(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+class RunDir:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def cell(self, cell_id: str) -> Path:
+        return self.root / "cells" / cell_id
+
+    def result_path(self, cell_id: str) -> Path:
+        return self.cell(cell_id) / "result.json"
+
+    def is_done(self, cell_id: str) -> bool:
+        return self.result_path(cell_id).is_file()
+
+    def lora(self, train_id: str) -> Path:
+        return self.root / "loras" / train_id
+
+    def results(self) -> list[dict]:
+        return [read_json(p) for p in sorted((self.root / "cells").glob("*/result.json"))]

@@ -1,0 +1,195 @@
+"""Suites and subjects.
+
+A suite names a base model (a diffusers folder or hub id), its subjects and their evaluation
+prompts. A subject is a folder of reference images, a class noun and an identifier token, with
+optional per-image captions (`<image>.txt`, which must contain the identifier) and an optional
+`subject.yaml` (keys: name, class_noun, identifier, kind, prompts).
+
+The base prompt, which DCO's reference pass and consistency guidance see, is the caption with the
+class noun in place of the identifier; "sks dog" collapses to "dog" rather than "dog dog".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..errors import DcoError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+DEFAULT_CAPTION = {"subject": "a photo of {identifier} {class_noun}", "style": "a picture in {identifier} style"}
+
+
+def base_prompt(text: str, identifier: str, class_noun: str) -> str:
+    """The caption with the class noun in place of the identifier."""
+    if not identifier:
+        return text
+    ident = re.escape(identifier)
+    out = re.sub(rf"\b{ident}\s+{re.escape(class_noun)}\b", class_noun, text) if class_noun else text
+    out = re.sub(rf"\b{ident}\b", class_noun, out)
+    return " ".join(out.split())
+
+
+@dataclass
+class Subject:
+    name: str
+    root: Path
+    class_noun: str
+    identifier: str
+    images: list[Path]
+    captions: list[str]
+    prompts: list[str]
+    kind: str = "subject"
+    base_captions: list[str] = field(default_factory=list)
+
+    def base(self, prompt: str) -> str:
+        return base_prompt(prompt, self.identifier, self.class_noun)
+
+    def fingerprint(self) -> str:
+        """Content hash of the images and captions: a changed reference invalidates its cells."""
+        h = hashlib.sha256()
+        for img, cap in zip(self.images, self.captions):
+            h.update(img.name.encode())
+            h.update(img.read_bytes())
+            h.update(cap.encode())
+        return h.hexdigest()[:16]
+
+
+@dataclass
+class Suite:
+    name: str
+    model: str
+    resolution: int
+    subjects: list[Subject]
+    defaults: dict = field(default_factory=dict)
+    description: str = ""
+
+    def select(self, names: list[str]) -> list[Subject]:
+        if not names:
+            return list(self.subjects)
+        by_name = {s.name: s for s in self.subjects}
+        from ..errors import did_you_mean
+
+        for n in names:
+            if n not in by_name:
+                raise DcoError(f"subjects: suite '{self.name}' has no subject '{n}'; {did_you_mean(n, by_name)}")
+        return [by_name[n] for n in names]
+
+
+def check_image(path: Path) -> None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except Exception as e:
+        raise DcoError(f"{path}: cannot read image ({type(e).__name__}); replace or delete the file")
+
+
+def load_subject(
+    folder: str | Path,
+    class_noun: str | None = None,
+    identifier: str | None = None,
+    prompts: list[str] | None = None,
+    name: str | None = None,
+    kind: str | None = None,
+) -> Subject:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DcoError(f"{folder}: subject folder not found; create it with the reference images or fix the path")
+    meta = {}
+    meta_file = folder / "subject.yaml"
+    if meta_file.is_file():
+        try:
+            meta = yaml.safe_load(meta_file.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise DcoError(f"{meta_file}: not valid YAML ({e.__class__.__name__}); fix the syntax")
+        unknown = set(meta) - {"name", "class_noun", "identifier", "kind", "prompts"}
+        if unknown:
+            raise DcoError(f"{meta_file}: unknown key '{sorted(unknown)[0]}'; allowed: name, class_noun, identifier, kind, prompts")
+    class_noun = class_noun or meta.get("class_noun")
+    identifier = identifier or meta.get("identifier") or "sks"
+    kind = kind or meta.get("kind", "subject")
+    if not class_noun:
+        raise DcoError(f"{folder}: no class noun; add `class_noun: dog` to {meta_file} or give it in the suite")
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    if not images:
+        raise DcoError(f"{folder}: no reference images ({', '.join(IMAGE_EXTS)}); add 3 to 6 images of the subject")
+    captions, bases = [], []
+    default = DEFAULT_CAPTION.get(kind, DEFAULT_CAPTION["subject"])
+    for img in images:
+        check_image(img)
+        cap_file = img.with_suffix(".txt")
+        cap = cap_file.read_text().strip() if cap_file.is_file() else default.format(identifier=identifier, class_noun=class_noun)
+        if identifier not in cap:
+            raise DcoError(f"{cap_file}: caption does not contain the identifier '{identifier}'; add it")
+        base_file = img.with_suffix(".base.txt")
+        captions.append(cap)
+        bases.append(base_file.read_text().strip() if base_file.is_file() else base_prompt(cap, identifier, class_noun))
+    prompts = prompts or meta.get("prompts") or []
+    prompts = [p.format(identifier=identifier, class_noun=class_noun) for p in prompts]
+    return Subject(
+        name=name or meta.get("name") or folder.name,
+        root=folder,
+        class_noun=class_noun,
+        identifier=identifier,
+        images=images,
+        captions=captions,
+        prompts=prompts,
+        kind=kind,
+        base_captions=bases,
+    )
+
+
+SUITE_KEYS = {"name", "model", "resolution", "subjects", "subjects_dir", "prompts", "defaults", "description"}
+
+
+def load_suite_file(path: str | Path) -> Suite:
+    """A suite described by a YAML file; relative paths are relative to the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DcoError(f"suite '{path}': not a registered suite name nor a YAML file; see `dcobench ls`")
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise DcoError(f"{path}: not valid YAML ({e.__class__.__name__}); fix the syntax")
+    unknown = set(spec) - SUITE_KEYS
+    if unknown:
+        raise DcoError(f"{path}: unknown key '{sorted(unknown)[0]}'; allowed: {', '.join(sorted(SUITE_KEYS))}")
+    if "model" not in spec:
+        raise DcoError(f"{path}: no `model`; give a diffusers folder or hub id")
+    here = path.parent
+    model = str(spec["model"])
+    if (here / model).exists():
+        model = str(here / model)
+    prompts = spec.get("prompts") or []
+    subjects = []
+    for entry in spec.get("subjects") or []:
+        entry = dict(entry) if isinstance(entry, dict) else {"path": entry}
+        folder = here / entry.pop("path", entry.get("name", ""))
+        entry.setdefault("prompts", None)
+        subjects.append(load_subject(folder, **{k: entry.get(k) for k in ("class_noun", "identifier", "name", "kind")},
+                                     prompts=entry["prompts"] or prompts))
+    if spec.get("subjects_dir"):
+        root = here / spec["subjects_dir"]
+        if not root.is_dir():
+            raise DcoError(f"{path}: subjects_dir '{root}' not found; fix the path")
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            subjects.append(load_subject(folder, prompts=prompts or None))
+    if not subjects:
+        raise DcoError(f"{path}: no subjects; add `subjects:` or `subjects_dir:`")
+    for s in subjects:
+        if not s.prompts:
+            raise DcoError(f"{s.root}: no evaluation prompts; add `prompts:` to the suite or the subject.yaml")
+    return Suite(
+        name=str(spec.get("name", path.stem)),
+        model=model,
+        resolution=int(spec.get("resolution", 512)),
+        subjects=subjects,
+        defaults=spec.get("defaults") or {},
+        description=str(spec.get("description", "")),
+    )

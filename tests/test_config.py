@@ -1,0 +1,91 @@
+"""Config parsing, overrides, registries and cell expansion: strict, with one-line errors."""
+
+from pathlib import Path
+
+import pytest
+
+from dcobench.config import RunConfig, from_dict, parse_override
+from dcobench.errors import DcoError
+from dcobench.plan import make_plan, resolve
+from dcobench.registry import METHODS, Registry
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_unknown_key_is_named_with_suggestion():
+    with pytest.raises(DcoError, match=r"train\.stpes: unknown key; did you mean 'steps'"):
+        from_dict(RunConfig, {"train": {"stpes": 3}})
+
+
+def test_bad_values_name_the_field():
+    with pytest.raises(DcoError, match=r"train\.rank: must be > 0 \(got 0\)"):
+        from_dict(RunConfig, {"train": {"rank": 0}})
+    with pytest.raises(DcoError, match=r"train\.lr: expected a number"):
+        from_dict(RunConfig, {"train": {"lr": "fast"}})
+    with pytest.raises(DcoError, match=r"sample\.guidance: must be one of"):
+        from_dict(RunConfig, {"sample": {"guidance": "cgf"}})
+
+
+def test_override_parsing_types():
+    assert parse_override("methods.dco.beta=2000") == (["methods", "dco", "beta"], 2000)
+    assert parse_override("sample.seeds=[0,1,2]") == (["sample", "seeds"], [0, 1, 2])
+    with pytest.raises(DcoError, match="expected key=value"):
+        parse_override("beta")
+
+
+def test_method_override_reaches_cells(tiny_suite):
+    plan = make_plan(overrides=["methods.dco.beta=2000"], methods=["dco"], suite="tiny")
+    assert {c.method_cfg.beta for c in plan.cells} == {2000.0}
+    with pytest.raises(DcoError, match=r"methods\.dco\.betta: unknown key; did you mean 'beta'"):
+        resolve(overrides=["methods.dco.betta=2000"], methods=["dco"], suite="tiny")
+    with pytest.raises(DcoError, match=r"methods\.dco\.beta: must be > 0"):
+        resolve(overrides=["methods.dco.beta=-1"], methods=["dco"], suite="tiny")
+
+
+def test_unknown_method_and_suite_get_did_you_mean(tiny_suite):
+    with pytest.raises(DcoError, match="unknown method 'dcoo': did you mean 'dco'"):
+        resolve(methods=["dcoo"], suite="tiny")
+    with pytest.raises(DcoError, match="unknown suite 'tinny': did you mean 'tiny'"):
+        resolve(suite="tinny")
+
+
+def test_registry_lazy_entries_and_misses():
+    reg = Registry("thing")
+    reg.register("join", "os.path:join", higher_is_better=True)
+    import os.path
+
+    assert reg.get("join") is os.path.join
+    assert reg.meta("join") == {"higher_is_better": True}
+    with pytest.raises(DcoError, match="did you mean 'join'"):
+        reg.get("jion")
+
+
+def test_sweeps_expand_into_cells_sharing_training(tiny_suite):
+    plan = make_plan(overrides=["methods.dco.sweep={sample.w_con: [0, 1, 2]}", "seeds=[0,1]"],
+                     methods=["dco"], suite="tiny")
+    n_subjects = len(tiny_suite.subjects)
+    assert len(plan.cells) == 3 * n_subjects * 2
+    assert len({c.cell_id for c in plan.cells}) == len(plan.cells)
+    assert len({c.train_id for c in plan.cells}) == n_subjects * 2  # w_con is sampling-only
+    plan = make_plan(overrides=["methods.dco.sweep={beta: [500, 1000]}"], methods=["dco"], suite="tiny")
+    assert len({c.train_id for c in plan.cells}) == 2 * n_subjects
+
+
+def test_bad_sweep_knob(tiny_suite):
+    with pytest.raises(DcoError, match=r"sweep\.sample\.w_cn: unknown knob 'w_cn'; did you mean 'w_con'"):
+        resolve(overrides=["methods.dco.sweep={sample.w_cn: [1]}"], methods=["dco"], suite="tiny")
+
+
+def test_guidance_auto_follows_the_method(tiny_suite):
+    plan = make_plan(methods=["dco", "dreambooth"], suite="tiny")
+    assert {c.method: c.guidance for c in plan.cells} == {
+        "dco": METHODS.get("dco").default_guidance, "dreambooth": "cfg"}
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "data").rglob("*.yaml")) + sorted((ROOT / "dcobench" / "configs").rglob("*.yaml")),
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_shipped_config_validates(path, tiny_suite):
+    if path.name in ("subject.yaml",) or path.parent.name == "suites":
+        pytest.skip("not a run config")
+    plan = make_plan(path)
+    assert plan.cells
