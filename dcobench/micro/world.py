@@ -1,0 +1,300 @@
+"""Procedural 32x32 micro world for personalization benchmarks.
+
+A ``Scene`` is a handful of discrete attributes.  ``render`` turns it into a
+32x32 RGB uint8 image with no randomness at all, so a scene *is* its image and
+the oracle (``oracle.py``) can read every attribute back exactly, because:
+
+* masks are hard (a pixel is ink when its *centre* lies in the continuous
+  shape) and all shapes but the star are convex, so the convex hull of the
+  ink pixels recovers the silhouette;
+* shapes fill a 12 px ("small") or 20 px ("large") box centred on an integer
+  anchor and never touch the 1 px border ring, which stays pure background;
+* ink colours and backgrounds are >= 100 RGB units apart.
+
+Styles "plain", "outline" (2 px border) and "pastel" (colours mixed 50% with
+white: the palette-shift style) are pretraining styles; "striped" (2-row bands)
+and "dotted" (1 px dots, period 2) are HELD OUT and only named through rare
+identifiers ("in kxv style").  Held-out subjects have a silhouette plus a fixed
+colour pattern that is their identity; their class noun is the pretraining
+shape they most resemble (star -> "triangle": pointy; checker -> "square";
+bullseye -> "circle"), as DreamBooth's prior preservation needs.  Captions are
+compositional: "a red circle on a blue background, small, top left, in outline
+style", "a sks triangle on a white background, large, center".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+CANVAS = 32
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220),
+    "yellow": (245, 215, 30), "purple": (140, 40, 180), "orange": (250, 130, 10)}
+# Mixing with white keeps the hue but moves far from the saturated colour (oracle-visible).
+PASTEL_MIX = 0.5
+PASTEL: dict[str, tuple[int, int, int]] = {
+    k: tuple(int(round(c + (255 - c) * PASTEL_MIX)) for c in v) for k, v in COLORS.items()}
+# "blue" is both a colour and a background (same RGB): the sampler rejects that pair.
+BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "white": (255, 255, 255), "black": (0, 0, 0), "gray": (100, 100, 100), "blue": COLORS["blue"]}
+SHAPES = ("circle", "square", "triangle")
+POSITIONS = ("center", "top left", "top right", "bottom left", "bottom right")
+SIZES = ("small", "large")
+HALF_EXTENT = {"small": 6, "large": 10}
+# Corners sit as far out as the free 1 px border allows (5 px / 9 px from the centre).
+_CORNER_OFFSET = {"small": 9, "large": 5}
+STYLES = ("plain", "outline", "pastel", "striped", "dotted")
+PRETRAIN_STYLES = ("plain", "outline", "pastel")
+HELDOUT_STYLES = ("striped", "dotted")
+STYLE_IDENTIFIERS = {"striped": "kxv", "dotted": "ptz"}
+
+
+@dataclass(frozen=True)
+class Subject:
+    name: str
+    class_noun: str
+    identifier: str
+    silhouette: str  # "star", "square" or "circle"
+    colors: tuple[str, ...]  # identity colours, named from COLORS
+
+
+SUBJECTS: dict[str, Subject] = {
+    "star": Subject("star", "triangle", "sks", "star", ("yellow", "purple")),
+    "checker": Subject("checker", "square", "zwx", "square", ("green", "orange")),
+    "bullseye": Subject("bullseye", "circle", "qlv", "circle", ("red", "yellow"))}
+HELDOUT_SUBJECTS = tuple(SUBJECTS)
+_PAIRS = {(s, c) for s in SHAPES for c in COLORS}
+_LAYOUTS = {(b, p, s) for b in BACKGROUNDS for p in POSITIONS for s in SIZES}
+
+
+@dataclass(frozen=True)
+class Scene:
+    shape: str
+    color: str | None  # None for held-out subjects: colours are their identity
+    background: str
+    position: str
+    size: str
+    style: str = "plain"
+    subject: str | None = None
+
+    def __post_init__(self):
+        what = self.subject in SUBJECTS if self.subject else (self.shape, self.color) in _PAIRS
+        where = (self.background, self.position, self.size) in _LAYOUTS
+        if not (what and where and self.style in STYLES) or self.color == self.background:
+            raise ValueError(f"invalid scene {self}")
+
+
+def anchor(position: str, size: str) -> tuple[int, int]:
+    """Continuous (x, y) centre of the shape's bounding box; y grows downward."""
+    o = _CORNER_OFFSET[size]
+    return (CANVAS // 2 + o * (("right" in position) - ("left" in position)),
+            CANVAS // 2 + o * (("bottom" in position) - ("top" in position)))
+
+
+_ANG, _RAD = np.deg2rad(-90 + 36 * np.arange(10)), np.where(np.arange(10) % 2 == 0, 1.0, 0.5)
+_STAR = np.stack([_RAD * np.cos(_ANG), _RAD * np.sin(_ANG)], 1)
+# Stretch the 5-point star to fill [-1, 1]^2 so it obeys the same bbox layout rule.
+_STAR = (_STAR - _STAR.min(0)) / (_STAR.max(0) - _STAR.min(0)) * 2 - 1
+
+
+def _offsets(cx: int, cy: int):
+    c = np.arange(CANVAS) + 0.5  # pixel centres
+    return np.meshgrid(c - cx, c - cy)
+
+
+def _inside_polygon(px, py, poly) -> np.ndarray:
+    inside = np.zeros(px.shape, bool)  # even-odd ray casting
+    for (xi, yi), (xj, yj) in zip(poly, np.roll(poly, 1, 0)):
+        if yi != yj:  # horizontal edges never cross a horizontal ray
+            inside ^= ((yi > py) != (yj > py)) & (px < (xj - xi) * (py - yi) / (yj - yi) + xi)
+    return inside
+
+
+def _silhouette(kind: str, cx: int, cy: int, s: int) -> np.ndarray:
+    dx, dy = _offsets(cx, cy)
+    box = (np.abs(dx) <= s) & (np.abs(dy) <= s)
+    if kind == "square":
+        return box
+    if kind == "circle":
+        return dx**2 + dy**2 <= s * s
+    if kind == "triangle":
+        # The +0.5 gives the apex row two pixels, so the bbox is the full box.
+        return box & (np.abs(dx) <= (dy + s) / 2 + 0.5)
+    if kind == "star":
+        return _inside_polygon(dx / s, dy / s, _STAR)
+    raise ValueError(kind)
+
+
+def _texture(scene: Scene, cx: int, cy: int, s: int) -> np.ndarray:
+    """Per-pixel shape colour (before styling), shape (32, 32, 3) float."""
+    dx, dy = _offsets(cx, cy)
+    if scene.subject is None:
+        return np.broadcast_to(np.array(COLORS[scene.color], float), dx.shape + (3,))
+    sub = SUBJECTS[scene.subject]
+    a, b = (np.array(COLORS[n], float) for n in sub.colors)
+    r = np.sqrt(dx**2 + dy**2) / s
+    if sub.name == "star":
+        pick_b = r <= 0.4  # purple heart
+    elif sub.name == "checker":
+        cell = (2 * s) // 4  # always a 4x4 board, whatever the size
+        pick_b = ((np.floor((dx + s) / cell) + np.floor((dy + s) / cell)) % 2) == 1
+    else:  # bullseye: red / yellow / red rings
+        pick_b = (r > 0.4) & (r <= 0.75)
+    return np.where(pick_b[..., None], b, a)
+
+
+def _apply_style(style: str, mask: np.ndarray, tex: np.ndarray):
+    rows, cols = np.nonzero(mask)
+    iy, ix = np.arange(CANVAS)[:, None] - rows.min(), np.arange(CANVAS)[None, :] - cols.min()
+    if style == "outline":
+        inner = mask
+        for _ in range(2):  # 4-neighbour erosion, twice: a 2 px border
+            p = np.pad(inner, 1)
+            inner = inner & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+        mask = mask & ~inner
+    elif style == "pastel":
+        tex = np.round(tex + (255.0 - tex) * PASTEL_MIX)
+    elif style == "striped":
+        # Phase is tied to the shape's top row so the first band is always ink.
+        mask = mask & ((iy // 2) % 2 == 0)
+    elif style == "dotted":
+        mask = mask & (iy % 2 == 0) & (ix % 2 == 0)
+    return mask, tex
+
+
+def render(scene: Scene) -> np.ndarray:
+    """Deterministic (32, 32, 3) uint8 rendering of ``scene``."""
+    (cx, cy), s = anchor(scene.position, scene.size), HALF_EXTENT[scene.size]
+    kind = SUBJECTS[scene.subject].silhouette if scene.subject else scene.shape
+    mask, tex = _apply_style(scene.style, _silhouette(kind, cx, cy, s), _texture(scene, cx, cy, s))
+    bg = np.array(BACKGROUNDS[scene.background], float)
+    return np.where(mask[..., None], tex, bg).astype(np.uint8)
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def caption(scene: Scene, with_identifier: bool = True) -> str:
+    """Compositional caption.  ``with_identifier=False`` gives the class prior:
+    a subject becomes its class noun, and a held-out style phrase is dropped
+    (the prior of "some style" is the plain look the base model knows)."""
+    if scene.subject is not None:
+        sub = SUBJECTS[scene.subject]
+        noun = f"{sub.identifier} {sub.class_noun}" if with_identifier else sub.class_noun
+    else:
+        noun = f"{scene.color} {scene.shape}"
+    bg = scene.background
+    text = f"{_article(noun)} {noun} on {_article(bg)} {bg} background, "
+    text += f"{scene.size}, {scene.position}"
+    style = STYLE_IDENTIFIERS.get(scene.style, scene.style) if with_identifier else scene.style
+    if scene.style != "plain" and (with_identifier or scene.style not in HELDOUT_STYLES):
+        text += f", in {style} style"
+    return text
+
+
+def base_caption(scene: Scene) -> str:
+    return caption(scene, with_identifier=False)
+
+
+def sample_scenes(n: int, seed: int, pretraining: bool = True) -> list[Scene]:
+    """``n`` scenes from ``np.random.default_rng(seed)``; pretraining scenes never
+    hold held-out subjects or styles.  ``pretraining=False`` draws all styles and
+    makes a quarter of the scenes held-out subjects (to probe the full world)."""
+    rng = np.random.default_rng(seed)
+    out = []
+
+    def pick(seq):
+        return seq[int(rng.integers(len(seq)))]
+
+    for _ in range(n):
+        # Every field is drawn every time so the stream layout never depends on values.
+        subj_draw, sub = rng.random(), SUBJECTS[pick(HELDOUT_SUBJECTS)]
+        shape, color, bg = pick(SHAPES), pick(list(COLORS)), pick(list(BACKGROUNDS))
+        while bg == color:
+            bg = pick(list(BACKGROUNDS))
+        layout = (pick(POSITIONS), pick(SIZES), pick(PRETRAIN_STYLES if pretraining else STYLES))
+        if not pretraining and subj_draw < 0.25:
+            out.append(Scene(sub.class_noun, None, bg, *layout, sub.name))
+        else:
+            out.append(Scene(shape, color, bg, *layout))
+    return out
+
+
+_REF_LAYOUTS = [("center", "large"), ("top left", "small"), ("bottom right", "small"),
+                ("top right", "large"), ("bottom left", "small"), ("center", "small")]
+
+
+def reference_scenes(subject: str, n: int = 4) -> list[Scene]:
+    """Training images for a held-out subject.  They deliberately share one
+    white background and the plain style, so overfitting shows up as the
+    background leaking into recontextualised prompts."""
+    if not 3 <= n <= len(_REF_LAYOUTS):
+        raise ValueError("between 3 and 6 reference scenes")
+    sub = SUBJECTS[subject]
+    return [Scene(sub.class_noun, None, "white", p, s, "plain", subject)
+            for p, s in _REF_LAYOUTS[:n]]
+
+
+def _style_rows(shift: int) -> list[tuple]:
+    # Cycling covers every shape, colour and background in six rows; shift=1
+    # gives eval combinations the references never show (and no blue-on-blue).
+    cols, bgs = list(COLORS), list(BACKGROUNDS)
+    return [(SHAPES[(i + shift) % 3], cols[(i + 3 * shift) % 6], bgs[(i + shift) % 4],
+             *_REF_LAYOUTS[(i + 2 * shift) % 6]) for i in range(6)]
+
+
+_STYLE_REFS, _STYLE_EVALS = _style_rows(0), _style_rows(1)
+# Recontextualise (backgrounds other than the references' white, new
+# layouts) and restyle (pretraining styles only: the base model knows them).
+_SUBJECT_EVALS = [
+    ("black", "center", "large", "plain"), ("gray", "top left", "small", "plain"),
+    ("blue", "bottom right", "large", "plain"), ("black", "top right", "small", "plain"),
+    ("white", "center", "large", "outline"), ("gray", "bottom left", "large", "outline"),
+    ("white", "center", "large", "pastel"), ("blue", "top left", "small", "pastel")]
+
+
+def style_reference_scenes(style: str, n: int = 4) -> list[Scene]:
+    if style not in HELDOUT_STYLES or not 3 <= n <= len(_STYLE_REFS):
+        raise ValueError("held-out style and 3..6 references expected")
+    return [Scene(*row, style) for row in _STYLE_REFS[:n]]
+
+
+def eval_prompts(name: str) -> list[Scene]:
+    """Evaluation scenes for a held-out subject or style; caption them with
+    ``caption`` and check generations with ``oracle.judge``."""
+    if name in SUBJECTS:
+        sub = SUBJECTS[name]
+        return [Scene(sub.class_noun, None, bg, p, s, st, name) for bg, p, s, st in _SUBJECT_EVALS]
+    if name in HELDOUT_STYLES:
+        return [Scene(*row, name) for row in _STYLE_EVALS]
+    raise ValueError(f"{name!r} is neither a held-out subject nor a held-out style")
+
+
+def _write_folder(path, refs, name: str, class_noun: str, identifier: str, kind: str) -> Path:
+    meta = {"name": name, "class_noun": class_noun, "identifier": identifier, "kind": kind,
+            "prompts": [caption(s) for s in eval_prompts(name)]}
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    for i, scene in enumerate(refs):
+        Image.fromarray(render(scene)).save(path / f"{i:02d}.png")
+        (path / f"{i:02d}.txt").write_text(caption(scene) + "\n")
+    (path / "subject.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    return path
+
+
+def write_subject_folder(subject: str, path, n: int = 4) -> Path:
+    """DreamBench-like folder: 00.png + 00.txt ... and subject.yaml."""
+    sub = SUBJECTS[subject]
+    return _write_folder(path, reference_scenes(subject, n), sub.name, sub.class_noun,
+                         sub.identifier, "subject")
+
+
+def write_style_folder(style: str, path, n: int = 4) -> Path:
+    """Same layout for a held-out style; its class noun is "style"."""
+    return _write_folder(path, style_reference_scenes(style, n), style, "style",
+                         STYLE_IDENTIFIERS[style], "style")

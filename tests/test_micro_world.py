@@ -1,0 +1,163 @@
+"""Tests for the procedural micro world and its analytic oracle."""
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from dcobench.micro import oracle
+from dcobench.micro.world import (BACKGROUNDS, COLORS, HELDOUT_STYLES, HELDOUT_SUBJECTS, POSITIONS,
+                                  PRETRAIN_STYLES, SHAPES, SIZES, STYLE_IDENTIFIERS, SUBJECTS,
+                                  Scene, base_caption, caption, eval_prompts, reference_scenes,
+                                  render, sample_scenes, style_reference_scenes,
+                                  write_style_folder, write_subject_folder)
+
+IDENTIFIERS = {s.identifier for s in SUBJECTS.values()} | set(STYLE_IDENTIFIERS.values())
+
+
+def _noisy(img, rng, sigma=10.0):
+    return np.clip(img + rng.normal(0, sigma, img.shape), 0, 255).astype(np.uint8)
+
+
+def test_render_format_and_clean_border():
+    for scene in sample_scenes(50, seed=3, pretraining=False):
+        img = render(scene)
+        assert img.shape == (32, 32, 3) and img.dtype == np.uint8
+        border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+        assert (border == BACKGROUNDS[scene.background]).all()
+
+
+def test_determinism():
+    a, b, c = sample_scenes(20, seed=7), sample_scenes(20, seed=7), sample_scenes(20, seed=8)
+    assert a == b and a != c
+    assert [caption(s) for s in a] == [caption(s) for s in b]
+    assert all(np.array_equal(render(x), render(y)) for x, y in zip(a, b))
+    assert any(not np.array_equal(render(x), render(y)) for x, y in zip(a, c))
+    full = sample_scenes(20, seed=7, pretraining=False)
+    assert full == sample_scenes(20, seed=7, pretraining=False)
+
+
+def test_pretraining_excludes_heldout_and_covers_world():
+    scenes = sample_scenes(1500, seed=0)
+    assert all(s.subject is None and s.style in PRETRAIN_STYLES for s in scenes)
+    assert all(s.color != s.background for s in scenes)
+    for attr, values in [("shape", SHAPES), ("color", COLORS), ("background", BACKGROUNDS),
+                         ("position", POSITIONS), ("size", SIZES), ("style", PRETRAIN_STYLES)]:
+        assert {getattr(s, attr) for s in scenes} == set(values), attr
+    for s in scenes:
+        words = set(caption(s).replace(",", "").split())
+        assert not words & (IDENTIFIERS | set(HELDOUT_STYLES) | set(SUBJECTS))
+    full = sample_scenes(400, seed=0, pretraining=False)
+    assert {s.subject for s in full} >= set(SUBJECTS)
+    assert {s.style for s in full} >= set(HELDOUT_STYLES)
+
+
+def test_scene_rejects_colour_equal_to_background():
+    with pytest.raises(ValueError):
+        Scene("circle", "blue", "blue", "center", "small", "plain")
+    with pytest.raises(ValueError):
+        Scene("hexagon", "red", "white", "center", "small", "plain")
+
+
+def test_oracle_exact_on_pretraining_scenes():
+    for scene in sample_scenes(300, seed=1):
+        img = render(scene)
+        got = oracle.read_attributes(img)
+        want = {k: getattr(scene, k) for k in got}
+        assert got == want, scene
+        verdict = oracle.judge(img, scene)
+        assert set(verdict) == {"shape", "color", "background", "position", "size", "style"}
+        assert all(v is True for v in verdict.values()), (scene, verdict)
+        assert oracle.shape(img) == scene.shape and oracle.color(img) == scene.color
+
+
+@pytest.mark.parametrize("style", HELDOUT_STYLES)
+def test_oracle_exact_on_heldout_styles(style):
+    for scene in style_reference_scenes(style, n=6) + eval_prompts(style):
+        img = render(scene)
+        assert oracle.style(img) == style
+        assert all(oracle.judge(img, scene).values()), scene
+
+
+@pytest.mark.parametrize("subject", HELDOUT_SUBJECTS)
+def test_oracle_on_subjects(subject):
+    for scene in reference_scenes(subject, n=6) + eval_prompts(subject):
+        verdict = oracle.judge(render(scene), scene)
+        assert set(verdict) == {"background", "position", "size", "style", "subject_match"}
+        assert all(v is True for v in verdict.values()), (scene, verdict)
+    # The class prior (a plain shape of the class noun) and other subjects are not a match.
+    ref = reference_scenes(subject)[0]
+    prior = Scene(SUBJECTS[subject].class_noun, "red", ref.background, ref.position, ref.size)
+    assert oracle.judge(render(prior), ref)["subject_match"] is False
+    for other in HELDOUT_SUBJECTS:
+        if other != subject:
+            assert oracle.judge(render(reference_scenes(other)[0]), ref)["subject_match"] is False
+
+
+def test_oracle_detects_wrong_attributes():
+    scene = Scene("circle", "red", "white", "top left", "small", "plain")
+    wrong = Scene("square", "green", "black", "bottom right", "large", "outline")
+    verdict = oracle.judge(render(wrong), scene)
+    assert not any(verdict.values())
+    blank = np.full((32, 32, 3), 255, np.uint8)
+    assert oracle.shape(blank) is None
+    assert oracle.judge(blank, scene) == {"background": True, "shape": False, "color": False,
+                                          "position": False, "size": False, "style": False}
+
+
+def test_oracle_robust_to_noise():
+    rng = np.random.default_rng(0)
+    scenes = sample_scenes(200, seed=2)
+    hits = {k: 0 for k in ("background", "color", "shape", "position", "size", "style")}
+    for scene in scenes:
+        for k, ok in oracle.judge(_noisy(render(scene), rng), scene).items():
+            hits[k] += ok
+    acc = {k: v / len(scenes) for k, v in hits.items()}
+    assert min(acc.values()) >= 0.95, acc
+    for subject in HELDOUT_SUBJECTS:
+        for scene in eval_prompts(subject):
+            assert oracle.judge(_noisy(render(scene), rng), scene)["subject_match"]
+
+
+def test_reference_scenes_and_captions():
+    for subject, sub in SUBJECTS.items():
+        refs = reference_scenes(subject)
+        assert 3 <= len(refs) <= 6 and len({r.background for r in refs}) == 1
+        assert {r.style for r in refs} == {"plain"}
+        assert len({(r.position, r.size) for r in refs}) > 1
+        for r in refs:
+            assert f"{sub.identifier} {sub.class_noun}" in caption(r)
+            base = base_caption(r)
+            assert sub.identifier not in base.split() and f" {sub.class_noun} " in base
+        evals = eval_prompts(subject)
+        assert 6 <= len(evals) <= 8 and {e.background for e in evals} - {refs[0].background}
+        assert {e.style for e in evals} <= set(PRETRAIN_STYLES)
+        assert len({e.style for e in evals}) > 1
+    with pytest.raises(ValueError):
+        reference_scenes("star", n=2)
+    assert caption(Scene("circle", "red", "blue", "top left", "small", "outline")) == \
+        "a red circle on a blue background, small, top left, in outline style"
+    for style, ident in STYLE_IDENTIFIERS.items():
+        for s in style_reference_scenes(style):
+            assert caption(s).endswith(f"in {ident} style") and style not in caption(s)
+            assert ident not in base_caption(s) and "style" not in base_caption(s)
+        assert len({(s.shape, s.color, s.background) for s in style_reference_scenes(style)}) > 1
+
+
+def test_write_subject_and_style_folders(tmp_path):
+    out = write_subject_folder("star", tmp_path / "star")
+    meta = yaml.safe_load((out / "subject.yaml").read_text())
+    assert meta["name"] == "star" and meta["kind"] == "subject"
+    assert meta["identifier"] == "sks" and meta["class_noun"] == "triangle"
+    assert meta["prompts"] == [caption(s) for s in eval_prompts("star")]
+    refs = reference_scenes("star")
+    for i, scene in enumerate(refs):
+        img = np.asarray(Image.open(out / f"{i:02d}.png").convert("RGB"))
+        assert np.array_equal(img, render(scene))
+        assert (out / f"{i:02d}.txt").read_text().strip() == caption(scene)
+    assert len(list(out.glob("*.png"))) == len(refs)
+
+    out = write_style_folder("dotted", tmp_path / "dotted")
+    meta = yaml.safe_load((out / "subject.yaml").read_text())
+    assert meta["kind"] == "style" and meta["identifier"] == STYLE_IDENTIFIERS["dotted"]
+    assert all(STYLE_IDENTIFIERS["dotted"] in p for p in meta["prompts"])
+    assert oracle.style(np.asarray(Image.open(out / "00.png"))) == "dotted"
