@@ -6,7 +6,9 @@ OUT     ?= runs/default
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test test-all install clean
+REGRESS_OUT ?= runs/ci-tiny
+
+.PHONY: run test test-all install clean regress baseline
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,12 +22,25 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/dcobench run --methods dco,dreambooth --out $(OUT)
+	$(VENV)/bin/dcobench report $(OUT)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m "not gpu"
+
+# The fidelity guard CI runs: a small deterministic run on the tiny suite against the committed baseline.
+regress: $(STAMP)
+	rm -rf $(REGRESS_OUT)
+	$(VENV)/bin/dcobench run --suite tiny --out $(REGRESS_OUT) --quiet
+	$(VENV)/bin/dcobench regress $(REGRESS_OUT) --baseline reports/baseline/tiny.json
+
+# After an intended change of scores: rewrite the baseline (tolerances kept), then commit it.
+baseline: $(STAMP)
+	rm -rf $(REGRESS_OUT)
+	$(VENV)/bin/dcobench run --suite tiny --out $(REGRESS_OUT) --quiet
+	$(VENV)/bin/dcobench regress $(REGRESS_OUT) --update reports/baseline/tiny.json
 
 clean:
 	rm -rf $(VENV) runs

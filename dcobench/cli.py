@@ -67,16 +67,84 @@ def validate(
     typer.echo(f"ok: {config} -> {len(plan.cells)} cells ({', '.join(plan.methods)} on suite {plan.suite.name})")
 
 
+@app.command()
+def score(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `dcobench run`."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="score.* overrides, e.g. score.clip_t_prompt=remove"),
+    force: bool = typer.Option(False, "--force", help="Rescore cells already scored under this protocol."),
+):
+    """(Re)score stored images under a protocol, without retraining."""
+    from .config import ScoreConfig, deep_merge, from_dict, parse_override, set_dotted
+    from .runner import console, rescore
+    from .store import read_json
+
+    base = {}
+    if (run_dir / "run.json").is_file():
+        base = read_json(run_dir / "run.json").get("config", {}).get("score", {})
+    over: dict = {}
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        if keys[0] != "score" or len(keys) < 2:
+            raise DcoError(f"override '{text}': only score.<field> can change when rescoring (e.g. score.clip_t_prompt=remove)")
+        set_dotted(over, keys[1:], value)
+    cfg = from_dict(ScoreConfig, deep_merge(base, over), "score.")
+    stats = rescore(run_dir, cfg, force)
+    console.print(f"{stats['cells']} cells in {run_dir}: {stats['scored']} scored, {stats['skipped']} already "
+                  f"scored under protocol {stats['protocol']}")
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `dcobench run`."),
+    out: Optional[Path] = typer.Option(None, help="Report folder (default RUN_DIR/report)."),
+):
+    """Summary tables, Pareto plots, prompt grids and index.html: a pure fold over result.json files."""
+    from .report import write_report
+
+    paths = write_report(run_dir, out)
+    typer.echo(f"report: {paths['index_html']}")
+
+
+@app.command()
+def regress(
+    run_dir: Path = typer.Argument(..., help="A scored run folder."),
+    baseline: Optional[Path] = typer.Option(None, help="Baseline JSON to check against."),
+    update: Optional[Path] = typer.Option(None, help="Write the run's aggregates as a new baseline here."),
+    tolerance: Optional[float] = typer.Option(None, help="With --update: absolute tolerance for every metric "
+                                              "(default: keep the file's, else 0.02)."),
+):
+    """Compare aggregate metrics with a stored baseline; exit 1 on a regression."""
+    from . import regress as rg
+
+    if (baseline is None) == (update is None):
+        raise DcoError("regress: give exactly one of --baseline FILE or --update FILE")
+    if update is not None:
+        written = rg.update(run_dir, update, tolerance)
+        typer.echo(f"baseline written to {update}: {len(written['metrics'])} groups, protocol {written['protocol']['id']}")
+        return
+    rows, ok, note = rg.compare(run_dir, baseline)
+    if note:
+        typer.echo(note)
+    if rows:
+        typer.echo(rg.format_rows(rows))
+    if not ok:
+        typer.echo("regression: at least one metric fell below its tolerance" if not note else "regression check failed")
+        raise typer.Exit(1)
+    typer.echo(f"ok: {len(rows)} metrics within tolerance of {baseline}")
+
+
 @app.command("ls")
-def ls(what: str = typer.Argument("all", help="methods, suites, options or all")):
+def ls(what: str = typer.Argument("all", help="methods, suites, metrics, options or all")):
     """List registered methods and suites, or every config option with its help."""
     from . import methods as _m  # noqa: F401
     from . import suites as _s  # noqa: F401
     from .config import RunConfig, field_help
     from .registry import METHODS, SUITES
 
-    if what not in ("all", "methods", "suites", "options"):
-        raise DcoError(f"ls: unknown section '{what}'; use methods, suites, options or all")
+    from .metrics import BACKBONES, METRICS
+
+    if what not in ("all", "methods", "suites", "metrics", "options"):
+        raise DcoError(f"ls: unknown section '{what}'; use methods, suites, metrics, options or all")
     if what in ("all", "methods"):
         typer.echo("methods:")
         for name in METHODS.names():
@@ -90,6 +158,15 @@ def ls(what: str = typer.Argument("all", help="methods, suites, options or all")
         typer.echo("suites:")
         for name in SUITES.names():
             typer.echo(f"  {name:<12} {SUITES.meta(name).get('description', '')}")
+    if what in ("all", "metrics"):
+        typer.echo("metrics:")
+        for name in METRICS.names():
+            m, meta = METRICS.get(name), METRICS.meta(name)
+            typer.echo(f"  {name:<12} {meta['label']:<18} backbone=score.{m.role}, against {m.against}, "
+                       f"higher_is_better={meta['higher_is_better']}")
+        typer.echo("backbones (score.clip / score.dino / score.dinov2 = NAME[:ARCH][@WEIGHTS]):")
+        for name in BACKBONES.names():
+            typer.echo(f"  {name:<12} {BACKBONES.meta(name).get('description', '')}")
     if what in ("all", "options"):
         typer.echo("options (key=value):")
         for key, default, text in field_help(RunConfig):
@@ -98,7 +175,7 @@ def ls(what: str = typer.Argument("all", help="methods, suites, options or all")
 
 def main(argv: Optional[list[str]] = None) -> int:
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # returns typer.Exit's code instead of exiting
     except DcoError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
@@ -114,7 +191,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if isinstance(e, click.exceptions.Abort):
             return 1
         raise
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def entry() -> None:

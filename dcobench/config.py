@@ -69,6 +69,24 @@ class SampleConfig:
 
 
 @dataclass
+class ScoreConfig:
+    enabled: bool = option(True, "Score each cell right after sampling.")
+    metrics: list[str] = option(
+        ["dino", "clip_i", "clip_t", "style_dino", "style_clip_i"],
+        "Metrics to compute (see `dcobench ls metrics`); style_* only where style references exist.",
+    )
+    clip: str = option("openclip:ViT-B-32@openai", "CLIP backbone spec NAME[:ARCH][@WEIGHTS] for clip_i / clip_t.")
+    dino: str = option("timm:vit_small_patch16_224.dino", "DINO backbone spec for dino (DreamBench: ViT-S/16).")
+    dinov2: str = option("timm:vit_small_patch14_dinov2.lvd142m", "DINOv2 backbone spec for dinov2.")
+    clip_t_prompt: str = option(
+        "class_noun",
+        "Text CLIP-T scores: the prompt with the identifier replaced by the class noun, or removed.",
+        choices=["class_noun", "remove"],
+    )
+    batch_size: int = option(32, "Images embedded together.", positive)
+
+
+@dataclass
 class MethodConfig:
     """Fields shared by every method; each objective subclasses this with its own knobs."""
 
@@ -88,6 +106,7 @@ class RunConfig:
     device: str = option("auto", "auto, cpu, cuda or cuda:N.")
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "LoRA training."})
     sample: SampleConfig = field(default_factory=SampleConfig, metadata={"help": "Sampling."})
+    score: ScoreConfig = field(default_factory=ScoreConfig, metadata={"help": "Scoring."})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -42,7 +42,9 @@ class Registry:
         return obj
 
     def meta(self, name: str) -> dict:
-        self.get(name)
+        """Registration metadata, without importing a lazy entry."""
+        if name not in self._meta:
+            self.get(name)  # raises the did-you-mean error
         return dict(self._meta[name])
 
     def names(self) -> list[str]:

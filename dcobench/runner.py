@@ -3,7 +3,8 @@
 A cell is done when its result.json exists; a rerun skips it. LoRAs are stored per training
 config under loras/<train_id>/ and reused by every cell that shares it. The pipeline is loaded
 once, reference latents and text conditioning are cached per subject, and each cell samples from
-the LoRA file on disk, loaded through `load_lora_weights`, exactly as a user would.
+the LoRA file on disk, loaded through `load_lora_weights`, exactly as a user would, and is scored
+right after sampling, before its result.json is written.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from .errors import DcoError
 from .lora import WEIGHT_NAME, load_lora, remove_training_adapter, save_lora, unload_lora
 from .models.pipeline import Conditioner, load_pipeline, resolve_device
 from .plan import Cell, Plan
 from .registry import METHODS
 from .sampling import GuidedSampler, grid_jobs, sample_grid
+from .scoring import Scorer
 from .store import RunDir, atomic_write_json, provenance, read_json, write_json_if_changed
 from .trainer import encode_images, train_lora
 
@@ -43,8 +46,9 @@ def run_plan(plan: Plan, out: str | Path, show_progress: bool = True) -> dict:
         console.print(f"all {len(plan.cells)} cells already done in {store.root}")
         return stats
     device = resolve_device(plan.config.device)
+    scorer = Scorer(plan.config.score, device) if plan.config.score.enabled else None  # fail fast on weights
     pipe = load_pipeline(plan.suite.model, device)
-    ctx = _Context(pipe, plan.cells[0].train.resolution)
+    ctx = _Context(pipe, plan.cells[0].train.resolution, scorer)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=console, disable=not show_progress)
     with progress if show_progress else nullcontext():
@@ -63,8 +67,9 @@ def run_plan(plan: Plan, out: str | Path, show_progress: bool = True) -> dict:
 class _Context:
     """What a run keeps in memory across cells: the pipeline and per-subject caches."""
 
-    def __init__(self, pipe, resolution: int):
+    def __init__(self, pipe, resolution: int, scorer: Scorer | None = None):
         self.pipe = pipe
+        self.scorer = scorer
         self.resolution = resolution
         self.cond = Conditioner(pipe, resolution)
         self.sampler = GuidedSampler(pipe, self.cond, resolution)
@@ -118,6 +123,7 @@ def _sample(ctx: _Context, cell: Cell, lora_dir: Path, store: RunDir) -> None:
         "method": cell.method,
         "subject": cell.subject.name,
         "class_noun": cell.subject.class_noun,
+        "kind": cell.subject.kind,
         "identifier": cell.subject.identifier,
         "seed": cell.seed,
         "knobs": cell.knobs,
@@ -133,4 +139,27 @@ def _sample(ctx: _Context, cell: Cell, lora_dir: Path, store: RunDir) -> None:
         "train": {"final_loss": train_info["losses"][-1] if train_info["losses"] else None, "last": train_info["last"]},
         "provenance": provenance(),
     }
+    if ctx.scorer is not None:
+        result.update(ctx.scorer.score_cell(cell_dir, result, manifest))
     atomic_write_json(store.result_path(cell.cell_id), result)
+
+
+def rescore(run_dir: str | Path, cfg, force: bool = False) -> dict:
+    """Score every finished cell of a run under `cfg` (a ScoreConfig), without retraining."""
+    store = RunDir(run_dir)
+    results = store.results()
+    if not results:
+        raise DcoError(f"{store.root}: no finished cells (no cells/*/result.json); run `dcobench run --out {store.root}` first")
+    run_cfg = read_json(store.root / "run.json") if (store.root / "run.json").is_file() else {}
+    scorer = Scorer(cfg, resolve_device(run_cfg.get("config", {}).get("device", "auto")))
+    proto_id = scorer.protocol()["id"]
+    stats = {"cells": len(results), "scored": 0, "skipped": 0, "protocol": proto_id}
+    for result in results:
+        cell_dir = store.cell(result["cell_id"])
+        if not force and result.get("protocol", {}).get("id") == proto_id and (cell_dir / result.get("scores", "")).is_file():
+            stats["skipped"] += 1
+            continue
+        result.update(scorer.score_cell(cell_dir, result, read_json(cell_dir / result["manifest"])))
+        atomic_write_json(store.result_path(result["cell_id"]), result)
+        stats["scored"] += 1
+    return stats

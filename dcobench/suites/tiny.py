@@ -31,6 +31,9 @@ PROMPTS = [
 DEFAULTS = {
     "train": {"steps": 20, "rank": 4, "alpha": 4.0, "lr": 1e-3},
     "sample": {"steps": 10, "seeds": [0, 1], "batch_size": 8},
+    # random encoders: the scores exercise the scoring path and guard it against regressions,
+    # they say nothing about fidelity
+    "score": {"clip": "tiny-clip", "dino": "tiny-dino", "dinov2": "tiny-dino"},
     "methods": {
         "dco": {"sweep": {"sample.w_con": [1.0, 2.0]}},
         "dreambooth": {"sweep": {"sample.cfg_scale": [3.0, 7.5]}},

@@ -1,0 +1,67 @@
+"""`dcobench report RUN_DIR [--out DIR]`: every table, plot and page, folded from stored results.
+
+The report is a pure function of the run folder: it reads `cells/*/result.json`, the images and
+scores they point to and the references, and writes only under the output folder (default
+`RUN/report`). Nothing is recomputed or cached between reports, so rerunning it gives identical
+summary files, and a report can be rebuilt anywhere the run folder is copied.
+
+    collect.py  load_cells: result.json files -> one row per cell
+    tables.py   summarise: mean ± 95% t-CI per protocol × method × knob; summary.csv / summary.md
+    pareto.py   pareto_frontier, dominated_table, plot_pareto (pareto.png / pareto.svg)
+    grids.py    cell_grid: references + one row per prompt -> grids/<cell_id>.png
+    html.py     index.html: all of the above in one self-contained page
+
+Cells scored under different protocols are never pooled: tables and plots are split per protocol
+and every output carries a "protocols differ: ..." warning.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from ..store import atomic_write_bytes, read_json
+from .collect import load_cells
+from .grids import cell_grid
+from .html import render_html
+from .pareto import dominated_table, pareto_frontier, plot_pareto
+from .tables import protocol_warnings, summarise, write_summary
+
+__all__ = ["write_report", "load_cells", "summarise", "pareto_frontier", "dominated_table", "plot_pareto",
+           "cell_grid", "protocol_warnings"]
+
+
+def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
+    """Write the report of `run_dir` under `out_dir` (default RUN/report); returns name -> path.
+
+    Keys: summary_csv, summary_md, dominance_csv, pareto_png, pareto_svg, index_html, and
+    `grid:<cell_id>` for each cell. Raises DcoError when the run folder has no finished cells.
+    """
+    run_dir = Path(run_dir)
+    df = load_cells(run_dir)
+    out = Path(out_dir) if out_dir is not None else run_dir / "report"
+
+    warnings = protocol_warnings(df)
+    summary = summarise(df)
+    paths = write_summary(summary, out, warnings)
+
+    dominance = dominated_table(summary)
+    buf = io.StringIO()
+    dominance.to_csv(buf, index=False, float_format="%.10g", lineterminator="\n")
+    paths["dominance_csv"] = out / "dominance.csv"
+    atomic_write_bytes(paths["dominance_csv"], buf.getvalue().encode())
+
+    paths.update(plot_pareto(summary, out))
+
+    results = [read_json(p) for p in df["result_path"]]
+    grids = {}
+    for result in results:
+        cell_grid(run_dir, result, out)
+        path = out / "grids" / f"{result['cell_id']}.png"
+        paths[f"grid:{result['cell_id']}"] = path
+        grids[result["cell_id"]] = path.read_bytes()
+
+    page = render_html(df, summary, dominance, warnings, paths["pareto_png"].read_bytes(), grids, results)
+    paths["index_html"] = out / "index.html"
+    atomic_write_bytes(paths["index_html"], page.encode())
+    return paths

@@ -1,0 +1,142 @@
+"""`index.html`: the whole report as one self-contained page.
+
+Every image (the Pareto plot and each cell's grid) is embedded as a base64 data URI and the style
+and script are inline, so the page can be mailed, attached to a CI run or opened offline and it
+never fetches anything. The page mirrors summary.md (same rows, same warnings, via
+`tables.display_rows`) and adds the dominance table, the plot and the grids.
+
+The inline script writes `data-images-loaded="<loaded>/<total>"` on <body> once the window has
+loaded; a headless browser test reads it to prove every embedded image decodes.
+"""
+
+from __future__ import annotations
+
+import base64
+from html import escape
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .collect import _metric_meta
+from .tables import CI_NOTE, display_rows, protocol_lines
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1400px;
+padding:0 16px;color:#1a1a1a;line-height:1.4}
+h1{font-size:1.5em;margin-bottom:.2em} h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
+th,td{border:1px solid #ccc;padding:3px 9px;text-align:left;white-space:nowrap}
+th{background:#f2f4f7} td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.dominated td{color:#8a8a8a} .warn{background:#fff4d6;border:1px solid #e0b84c;padding:8px 12px;margin:8px 0}
+pre{background:#f6f8fa;padding:8px 12px;font-size:.85em;overflow-x:auto}
+figure{margin:18px 0} figcaption{font-size:.92em;margin-bottom:4px}
+img{max-width:100%;height:auto} img.grid{image-rendering:pixelated}
+.meta{color:#555;font-size:.9em} code{font-size:.9em}
+"""
+
+_SCRIPT = """
+window.addEventListener('load', function () {
+  var imgs = document.getElementsByTagName('img'), loaded = 0;
+  for (var i = 0; i < imgs.length; i++) { if (imgs[i].complete && imgs[i].naturalWidth > 0) loaded++; }
+  document.body.setAttribute('data-images-loaded', loaded + '/' + imgs.length);
+});
+"""
+
+
+def data_uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _table(header: list[str], rows: list[list[str]], numeric: range, row_classes: list[str] | None = None) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = []
+    for i, row in enumerate(rows):
+        cls = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
+        tds = "".join(f'<td class="num">{escape(c)}</td>' if j in numeric else f"<td>{escape(c)}</td>"
+                      for j, c in enumerate(row))
+        body.append(f"<tr{cls}>{tds}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _summary_section(summary: pd.DataFrame) -> str:
+    if summary.empty:
+        return "<h2>Summary</h2><p>No scored cells.</p>"
+    protocols = summary.attrs.get("protocols", {})
+    parts = ["<h2>Summary</h2>", f'<p class="meta">{escape(CI_NOTE)}</p>']
+    for pid in sorted(summary["protocol_id"].unique()):
+        header, rows = display_rows(summary, pid)
+        parts.append(f"<h3>Protocol <code>{escape(str(pid))}</code></h3>")
+        parts.append(_table(header, rows, range(2, len(header))))
+        lines = protocol_lines(protocols.get(pid, {"id": pid}))
+        parts.append(f"<pre>{escape(chr(10).join(lines))}</pre>")
+    return "".join(parts)
+
+
+def _dominance_section(dominance: pd.DataFrame) -> str:
+    criteria = dominance.attrs.get("criteria", [])
+    if dominance.empty or not criteria:
+        return "<h2>Dominance</h2><p>Not enough scored metrics to compare methods.</p>"
+    labels = [_metric_meta(m)["label"] for m in criteria]
+    header = ["protocol", "method / knob"] + labels + ["dominated by another method's point"]
+    rows, classes = [], []
+    for _, r in dominance.iterrows():
+        vals = [f"{r[m]:.3f}" if np.isfinite(r[m]) else "–" for m in criteria]
+        rows.append([str(r["protocol_id"]), f"{r['method']} {r['knob_label']}", *vals,
+                     r["dominated_by"] or "no"])
+        classes.append("dominated" if r["dominated"] else "")
+    note = ("A point is dominated when a point of another method is at least as good on every one of "
+            f"{', '.join(labels)} (means, each in its better direction) and strictly better on one. "
+            "Points are compared only within one protocol.")
+    return f'<h2>Dominance</h2><p class="meta">{escape(note)}</p>{_table(header, rows, range(2, len(header) - 1), classes)}'
+
+
+def _overview(df: pd.DataFrame, results: list[dict]) -> str:
+    gits = sorted({str((r.get("provenance") or {}).get("git", "unknown")) for r in results})
+    dates = sorted(str((r.get("provenance") or {}).get("date", "")) for r in results if r.get("provenance"))
+    suites = sorted({str(r.get("suite", "")) for r in results})
+    items = [
+        f"{len(df)} cells: methods {', '.join(sorted(df['method'].unique()))}; "
+        f"subjects {', '.join(sorted(map(str, df['subject'].unique())))}; "
+        f"training seeds {', '.join(map(str, sorted(df['seed'].dropna().unique())))}",
+        f"suite {', '.join(suites)}; git {', '.join(gits)}"
+        + (f"; sampled {dates[0]}" + (f" … {dates[-1]}" if dates[-1] != dates[0] else "") if dates else ""),
+    ]
+    return "<ul class=\"meta\">" + "".join(f"<li>{escape(i)}</li>" for i in items) + "</ul>"
+
+
+def _grid_caption(row: pd.Series, metrics: list[str]) -> str:
+    scores = [f"{_metric_meta(m)['label']} {row[m]:.3f}" for m in metrics if np.isfinite(row[m])]
+    text = (f"<b>{escape(str(row['method']))}</b> · {escape(str(row['subject']))} · "
+            f"{escape(str(row['knob_label']))} · training seed {escape(str(row['seed']))}")
+    if scores:
+        text += " · " + escape(", ".join(scores))
+    return text + f' <span class="meta">(cell <code>{escape(str(row["cell_id"]))}</code>)</span>'
+
+
+def render_html(df: pd.DataFrame, summary: pd.DataFrame, dominance: pd.DataFrame, warnings: list[str],
+                pareto_png: bytes, grids: dict[str, bytes], results: list[dict]) -> str:
+    """The page as a string; `grids` maps cell_id -> PNG bytes, shown in `df` order."""
+    run = Path(df.attrs.get("run_dir", "")).name or "run"
+    metrics = list(df.attrs.get("metrics", []))
+    parts = [f"<h1>dcobench report: {escape(run)}</h1>", _overview(df, results)]
+    parts += [f'<div class="warn"><b>warning:</b> {escape(w)}</div>' for w in warnings]
+    parts.append(_summary_section(summary))
+    parts.append(_dominance_section(dominance))
+    parts.append("<h2>Pareto plot</h2>"
+                 f'<img alt="Pareto plot: subject fidelity vs prompt fidelity" src="{data_uri(pareto_png)}">')
+    parts.append('<h2>Grids</h2><p class="meta">Top row: the subject\'s reference images. Then one row per '
+                 "prompt; columns are the sampling seeds × images per prompt.</p>")
+    # Subjects together, so the methods' grids of one subject can be compared by scrolling.
+    order = df.sort_values(["subject", "method", "knob_value", "knob_label", "seed", "cell_id"],
+                           na_position="last", kind="mergesort")
+    for _, row in order.iterrows():
+        png = grids.get(row["cell_id"])
+        if png is None:
+            continue
+        parts.append(f"<figure><figcaption>{_grid_caption(row, metrics)}</figcaption>"
+                     f'<img class="grid" alt="grid of cell {escape(str(row["cell_id"]))}" src="{data_uri(png)}">'
+                     "</figure>")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>dcobench report: {escape(run)}</title><style>{_CSS}</style></head>\n<body>\n"
+            + "\n".join(parts) + f"\n<script>{_SCRIPT}</script>\n</body></html>\n")

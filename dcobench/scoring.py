@@ -1,0 +1,132 @@
+"""Scoring stored images: batched embeddings, cached references, one row per image.
+
+The scorer loads its backbones once (failing fast, before any training, when weights are
+missing), embeds each reference image once per process, and embeds a cell's generated images in
+batches. A cell gets `scores-<protocol id>.csv` (one row per image: cell, prompt, scored prompt,
+seed, image path, every metric) and, in result.json, `metrics` (per-metric mean, std, n over its
+images), `protocol` and `scores`. Rescoring under another protocol writes a new scores file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import ScoreConfig
+from .errors import DcoError
+from .metrics import METRICS, get_backbone
+from .suites.base import base_prompt
+
+
+def scored_prompt(prompt: str, identifier: str, class_noun: str, mode: str) -> str:
+    if mode == "class_noun":
+        return base_prompt(prompt, identifier, class_noun)
+    return " ".join(re.sub(rf"\b{re.escape(identifier)}\b", " ", prompt).split()) if identifier else prompt
+
+
+def read_rgb(path) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except OSError as e:
+        raise DcoError(f"{path}: cannot read image ({type(e).__name__}); replace it or rerun the cell")
+
+
+class Scorer:
+    def __init__(self, cfg: ScoreConfig, device: str = "cpu"):
+        self.cfg, self.device = cfg, str(device)
+        self.metrics = [METRICS.get(m) for m in cfg.metrics]
+        self._backbones = {}
+        self._refs: dict[tuple, torch.Tensor] = {}
+        for role in dict.fromkeys(m.role for m in self.metrics):
+            self.backbone(role)
+
+    def backbone(self, role: str):
+        if role not in self._backbones:
+            self._backbones[role] = get_backbone(getattr(self.cfg, role), self.device, where=f"score.{role}")
+        return self._backbones[role]
+
+    def protocol(self) -> dict:
+        proto = {
+            "metrics": [m.name for m in self.metrics],
+            "backbones": {role: bb.protocol() for role, bb in sorted(self._backbones.items())},
+            "clip_t_prompt": self.cfg.clip_t_prompt,
+            "scale": "raw cosine similarity in [-1, 1]",
+            "image_metric": "per image: mean cosine to every reference; per cell: mean over images",
+        }
+        proto["id"] = hashlib.sha1(json.dumps(proto, sort_keys=True).encode()).hexdigest()[:10]
+        return proto
+
+    def _reference_embeddings(self, role: str, paths: list[str]) -> torch.Tensor:
+        bb, rows, missing = self.backbone(role), {}, []
+        keys = []
+        for p in paths:
+            st = Path(p).stat()
+            key = (role, str(Path(p).resolve()), st.st_size, st.st_mtime_ns)
+            keys.append(key)
+            if key not in self._refs:
+                missing.append((key, p))
+        if missing:
+            emb = bb.embed_images([read_rgb(p) for _, p in missing], self.cfg.batch_size)
+            for (key, _), e in zip(missing, emb):
+                self._refs[key] = e
+        return torch.stack([self._refs[k] for k in keys])
+
+    def score_images(self, images: list[np.ndarray], texts: list[str], references: dict[str, list[str]]):
+        """Per-image values of every metric that has what it needs: {metric: (N,) tensor}."""
+        emb = {}
+        out = {}
+        for m in self.metrics:
+            if m.against != "prompt" and not references.get(m.against):
+                continue
+            if m.role not in emb:
+                emb[m.role] = self.backbone(m.role).embed_images(images, self.cfg.batch_size)
+            if m.against == "prompt":
+                # a grid repeats each prompt over seeds: embed each distinct text once
+                unique = list(dict.fromkeys(texts))
+                emb_t = self.backbone(m.role).embed_texts(unique)
+                other = emb_t[[unique.index(t) for t in texts]]
+            else:
+                other = self._reference_embeddings(m.role, references[m.against])
+            out[m.name] = m.per_image(emb[m.role], other)
+        return out
+
+    def score_cell(self, cell_dir: Path, result: dict, manifest: dict) -> dict:
+        """Score a cell's images; write its scores file; return the result.json fields to set."""
+        import pandas as pd
+
+        records = manifest["images"]
+        images = [read_rgb(cell_dir / r["file"]) for r in records]
+        ident, noun = result.get("identifier", ""), result.get("class_noun", "")
+        texts = [scored_prompt(r["prompt"], ident, noun, self.cfg.clip_t_prompt) for r in records]
+        style_refs = result.get("style_references") or (result["references"] if result.get("kind") == "style" else [])
+        refs = {"references": result.get("references") or [], "style_references": style_refs}
+        values = self.score_images(images, texts, refs)
+        proto = self.protocol()
+        rows = pd.DataFrame({
+            "cell_id": result["cell_id"],
+            "prompt": [r["prompt"] for r in records],
+            "scored_prompt": texts,
+            "prompt_index": [r["prompt_index"] for r in records],
+            "seed": [r["seed"] for r in records],
+            "index": [r["index"] for r in records],
+            "image": [r["file"] for r in records],
+            **{k: v.numpy().astype(np.float64) for k, v in values.items()},
+        })
+        name = f"scores-{proto['id']}.csv"
+        buf = io.StringIO()
+        rows.to_csv(buf, index=False, float_format="%.6f")
+        from .store import atomic_write_bytes
+
+        atomic_write_bytes(cell_dir / name, buf.getvalue().encode())
+        metrics = {k: {"mean": float(v.mean()), "std": float(v.std(unbiased=False)), "n": int(v.numel())}
+                   for k, v in values.items()}
+        return {"scores": name, "metrics": metrics, "protocol": proto}
