@@ -37,6 +37,8 @@ def run(
     overrides: Optional[List[str]] = OVERRIDES,
     methods: Optional[str] = typer.Option(None, help="Comma-separated methods, e.g. dco,dreambooth."),
     suite: Optional[str] = typer.Option(None, help="Suite name or suite YAML path (default: tiny)."),
+    data: Optional[str] = typer.Option(None, help="Dataset folder for suites that read one (dreambench)."),
+    model: Optional[str] = typer.Option(None, help="Base model (diffusers folder or hub id) replacing the suite's."),
     config: Optional[Path] = typer.Option(None, help="YAML run config."),
     out: Path = typer.Option(Path("runs/default"), help="Run folder; rerunning resumes it."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
@@ -45,7 +47,7 @@ def run(
     from .plan import make_plan
     from .runner import console, run_plan
 
-    plan = make_plan(config, overrides or [], _methods(methods), suite)
+    plan = make_plan(config, overrides or [], _methods(methods), suite, data, model)
     stats = run_plan(plan, out, show_progress=not quiet)
     console.print(
         f"{stats['cells']} cells in {out}: {stats['sampled']} run, {stats['skipped']} already done, "
@@ -59,11 +61,13 @@ def validate(
     overrides: Optional[List[str]] = OVERRIDES,
     methods: Optional[str] = typer.Option(None),
     suite: Optional[str] = typer.Option(None),
+    data: Optional[str] = typer.Option(None),
+    model: Optional[str] = typer.Option(None),
 ):
     """Check a config (and its suite) without running anything."""
     from .plan import make_plan
 
-    plan = make_plan(config, overrides or [], _methods(methods), suite)
+    plan = make_plan(config, overrides or [], _methods(methods), suite, data, model)
     typer.echo(f"ok: {config} -> {len(plan.cells)} cells ({', '.join(plan.methods)} on suite {plan.suite.name})")
 
 

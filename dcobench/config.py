@@ -66,6 +66,8 @@ class SampleConfig:
     w_text: float = option(7.5, "Text guidance of the base model (guidance=consistency).", non_negative)
     w_con: float = option(1.0, "Consistency guidance scale (guidance=consistency).", non_negative)
     max_prompts: int = option(0, "Use only the first N prompts of each subject; 0 uses all.", non_negative)
+    prompt_indices: list[int] = option([], "Use only these prompt indices (0-based) of each subject; empty uses all.",
+                                       non_negative)
 
 
 @dataclass
@@ -101,6 +103,8 @@ class MethodConfig:
 class RunConfig:
     suite: str = option("tiny", "Suite name (see `dcobench ls`) or path to a suite YAML file.")
     methods: dict[str, MethodConfig] = option({}, "Method name -> its config; `--methods` picks which run.")
+    data: str = option("", "Dataset folder for suites that read one (dreambench).")
+    model: str = option("", "Base model (diffusers folder or hub id) replacing the suite's own.")
     seeds: list[int] = option([0], "Training seeds; each is its own cell.")
     subjects: list[str] = option([], "Run only these subjects of the suite; empty runs all.")
     device: str = option("auto", "auto, cpu, cuda or cuda:N.")

@@ -36,18 +36,21 @@ class Plan:
     cells: list["Cell"]
 
 
-def resolve(config_path=None, overrides=(), methods: list[str] | None = None, suite: str | None = None):
+def resolve(config_path=None, overrides=(), methods: list[str] | None = None, suite: str | None = None,
+            data: str | None = None, model: str | None = None):
     """Return (RunConfig, Suite, selected method names); raises DcoError on any bad input."""
     file_cfg = load_yaml(config_path) if config_path else {}
     over: dict = {}
     for text in overrides:
         set_dotted(over, *parse_override(text))
-    suite_name = suite or over.get("suite") or file_cfg.get("suite") or RunConfig().suite
-    if not isinstance(suite_name, str):
-        raise DcoError(f"suite: expected a name or path (got {suite_name!r})")
-    suite_obj = get_suite(suite_name)
+    picks = {}
+    for key, flag in (("suite", suite), ("data", data), ("model", model)):
+        picks[key] = flag or over.get(key) or file_cfg.get(key) or getattr(RunConfig(), key)
+        if not isinstance(picks[key], str):
+            raise DcoError(f"{key}: expected a name or path (got {picks[key]!r})")
+    suite_obj = get_suite(picks["suite"], picks["data"], picks["model"])
     raw = deep_merge(deep_merge(suite_obj.defaults, file_cfg), over)
-    raw["suite"] = suite_name
+    raw.update(picks)
     raw_methods = raw.pop("methods", None) or {}
     if not isinstance(raw_methods, dict):
         raise DcoError("methods: expected a mapping of method name -> options; pick methods with --methods")
@@ -140,8 +143,11 @@ class Cell:
         return {**self.train_identity(), "sample": sample, "prompts": self.prompts()}
 
     def prompts(self) -> list[str]:
+        prompts = list(self.subject.prompts)
+        if self.sample.prompt_indices:
+            prompts = [prompts[i] for i in self.sample.prompt_indices if i < len(prompts)]
         n = self.sample.max_prompts
-        return self.subject.prompts[:n] if n else list(self.subject.prompts)
+        return prompts[:n] if n else prompts
 
     @property
     def train_id(self) -> str:
@@ -173,6 +179,6 @@ def expand(cfg: RunConfig, suite: Suite, methods: list[str]) -> list[Cell]:
     return cells
 
 
-def make_plan(config_path=None, overrides=(), methods=None, suite=None) -> Plan:
-    cfg, suite_obj, selected = resolve(config_path, overrides, methods, suite)
+def make_plan(config_path=None, overrides=(), methods=None, suite=None, data=None, model=None) -> Plan:
+    cfg, suite_obj, selected = resolve(config_path, overrides, methods, suite, data, model)
     return Plan(cfg, suite_obj, selected, expand(cfg, suite_obj, selected))

@@ -67,6 +67,19 @@ def load_pipeline(model: str | Path, device: torch.device | str = "cpu", dtype=t
     return pipe.to(device)
 
 
+def native_resolution(model: str, default: int = 512) -> int:
+    """The pixel size a pipeline was trained at: UNet sample size x VAE downsampling (512 for SD1.5,
+    1024 for SDXL, 32 for the tiny models), read from the configs without loading weights."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    try:
+        unet = UNet2DConditionModel.load_config(str(model), subfolder="unet")
+        vae = AutoencoderKL.load_config(str(model), subfolder="vae")
+    except Exception:
+        return default
+    return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+
+
 def family(pipe) -> str:
     return "sdxl" if getattr(pipe, "text_encoder_2", None) is not None else "sd"
 

@@ -5,11 +5,32 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..registry import SUITES
-from . import tiny  # noqa: F401
+import dataclasses
+import inspect
+
+from ..errors import DcoError
+from . import dreambench, tiny  # noqa: F401
 from .base import Subject, Suite, load_subject, load_suite_file  # noqa: F401
 
 
-def get_suite(name_or_path: str) -> Suite:
+def get_suite(name_or_path: str, data: str = "", model: str = "") -> Suite:
+    """A registered suite (given the options its builder takes) or a suite YAML file.
+
+    `model` replaces any suite's base model; `data` goes to suites that read a dataset folder.
+    """
     if name_or_path in SUITES or not (name_or_path.endswith((".yaml", ".yml")) or Path(name_or_path).exists()):
-        return SUITES.get(name_or_path)()
-    return load_suite_file(name_or_path)
+        builder = SUITES.get(name_or_path)
+        params = inspect.signature(builder).parameters
+        if data and "data" not in params:
+            raise DcoError(f"data: suite '{name_or_path}' reads no dataset folder; drop --data")
+        kwargs = {k: v for k, v in (("data", data), ("model", model)) if v and k in params}
+        suite = builder(**kwargs)
+    else:
+        if data:
+            raise DcoError(f"data: suite file '{name_or_path}' lists its own subjects; drop --data")
+        suite = load_suite_file(name_or_path)
+    if model and suite.model != model:
+        from ..models.pipeline import native_resolution
+
+        suite = dataclasses.replace(suite, model=model, resolution=native_resolution(model, suite.resolution))
+    return suite

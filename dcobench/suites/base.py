@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import DcoError
+from ..models.pipeline import native_resolution
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 DEFAULT_CAPTION = {"subject": "a photo of {identifier} {class_noun}", "style": "a picture in {identifier} style"}
@@ -188,7 +189,7 @@ def load_suite_file(path: str | Path) -> Suite:
     return Suite(
         name=str(spec.get("name", path.stem)),
         model=model,
-        resolution=int(spec.get("resolution", 512)),
+        resolution=int(spec.get("resolution") or native_resolution(model)),
         subjects=subjects,
         defaults=spec.get("defaults") or {},
         description=str(spec.get("description", "")),
