@@ -48,6 +48,22 @@ class TrainConfig:
     )
     weight_decay: float = option(1e-2, "AdamW weight decay.", non_negative)
     max_grad_norm: float = option(1.0, "Gradient clipping norm; 0 turns clipping off.", non_negative)
+    grad_accum: int = option(1, "Micro-batches accumulated per optimizer step.", positive)
+    optimizer: str = option("adamw", "adamw, or adamw8bit (needs bitsandbytes).", choices=["adamw", "adamw8bit"])
+    mixed_precision: str = option(
+        "no", "Weights of the UNet and text encoders in fp16 or bf16; LoRA parameters stay fp32.",
+        choices=["no", "fp16", "bf16"],
+    )
+    gradient_checkpointing: bool = option(False, "Recompute UNet activations in backward to save memory.")
+    snr_gamma: float = option(0.0, "Min-SNR loss weighting gamma (5.0 is common); 0 turns it off.", non_negative)
+    offset_noise: float = option(0.0, "Offset noise scale (the paper's SDXL style recipe uses 0.1).", non_negative)
+    train_token: bool = option(
+        False, "Also train the identifier as a new token, initialised from the class noun (paper recipe)."
+    )
+    token_lr: float = option(5e-6, "Learning rate of the new token's embedding (its norm is kept).", positive)
+    checkpoint_every: int = option(
+        0, "Also save the LoRA every N steps; sweep sample.lora_step over them (0: final LoRA only).", non_negative
+    )
 
 
 @dataclass
@@ -66,6 +82,8 @@ class SampleConfig:
     w_text: float = option(7.5, "Text guidance of the base model (guidance=consistency).", non_negative)
     w_con: float = option(1.0, "Consistency guidance scale (guidance=consistency).", non_negative)
     max_prompts: int = option(0, "Use only the first N prompts of each subject; 0 uses all.", non_negative)
+    lora_step: int = option(0, "Sample from the LoRA saved at this training step (train.checkpoint_every); "
+                            "0 takes the final one.", non_negative)
     prompt_indices: list[int] = option([], "Use only these prompt indices (0-based) of each subject; empty uses all.",
                                        non_negative)
 

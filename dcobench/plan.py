@@ -72,6 +72,14 @@ def resolve(config_path=None, overrides=(), methods: list[str] | None = None, su
     return cfg, suite_obj, selected
 
 
+def check_cell(cell: "Cell") -> None:
+    """Cross-field checks that only a fully resolved cell can answer."""
+    step, train = cell.sample.lora_step, cell.train
+    if step and step != train.steps and (not train.checkpoint_every or step % train.checkpoint_every or step > train.steps):
+        raise DcoError(f"methods.{cell.method}: sample.lora_step={step} has no saved LoRA; use a multiple of "
+                       f"train.checkpoint_every (now {train.checkpoint_every}) up to train.steps ({train.steps})")
+
+
 def _apply_knob(mcfg, train, sample, knob: str, value, where: str):
     section, _, name = knob.partition(".")
     if name and section in SECTIONS:
@@ -176,6 +184,7 @@ def expand(cfg: RunConfig, suite: Suite, methods: list[str]) -> list[Cell]:
             for subject in suite.select(cfg.subjects):
                 for seed in cfg.seeds:
                     cells.append(Cell(name, subject, seed, dict(zip(knobs, values)), mcfg, train, sample, suite, model_id))
+                    check_cell(cells[-1])
     return cells
 
 

@@ -16,6 +16,7 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -27,7 +28,10 @@ from .registry import METHODS
 from .sampling import GuidedSampler, grid_jobs, sample_grid
 from .scoring import Scorer
 from .store import RunDir, atomic_write_json, provenance, read_json, write_json_if_changed
-from .trainer import encode_images, train_lora
+from .prior import class_images, class_prompt_for
+from .tokens import META_FILE as TOKENS_META
+from .tokens import load_tokens, unload_tokens
+from .trainer import PriorData, encode_images, train_lora
 
 console = Console(stderr=True)
 
@@ -47,8 +51,10 @@ def run_plan(plan: Plan, out: str | Path, show_progress: bool = True) -> dict:
         return stats
     device = resolve_device(plan.config.device)
     scorer = Scorer(plan.config.score, device) if plan.config.score.enabled else None  # fail fast on weights
-    pipe = load_pipeline(plan.suite.model, device)
-    ctx = _Context(pipe, plan.cells[0].train.resolution, scorer)
+    dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[plan.config.train.mixed_precision]
+    pipe = load_pipeline(plan.suite.model, device, dtype)
+    pipe.vae.to(torch.float32)  # encoding and decoding stay fp32: cheap, and SDXL's VAE overflows in fp16
+    ctx = _Context(pipe, plan.cells[0].train.resolution, scorer, model_id=plan.cells[0].model_id)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=console, disable=not show_progress)
     with progress if show_progress else nullcontext():
@@ -67,9 +73,11 @@ def run_plan(plan: Plan, out: str | Path, show_progress: bool = True) -> dict:
 class _Context:
     """What a run keeps in memory across cells: the pipeline and per-subject caches."""
 
-    def __init__(self, pipe, resolution: int, scorer: Scorer | None = None):
+    def __init__(self, pipe, resolution: int, scorer: Scorer | None = None, model_id: str = ""):
         self.pipe = pipe
         self.scorer = scorer
+        self.model_id = model_id
+        self._prior = {}
         self.resolution = resolution
         self.cond = Conditioner(pipe, resolution)
         self.sampler = GuidedSampler(pipe, self.cond, resolution)
@@ -82,15 +90,40 @@ class _Context:
         return self._latents[key]
 
 
+    def prior(self, cell: Cell) -> PriorData:
+        """Class images of the base model for the cell's class prompt, generated once and cached on disk."""
+        mcfg = cell.method_cfg
+        prompt = class_prompt_for(cell.subject.class_noun, mcfg.class_prompt)
+        key = (prompt, mcfg.num_class_images, cell.seed)
+        if key not in self._prior:
+            sample_cfg = dataclasses.replace(cell.sample, guidance="cfg")
+            paths = class_images(self.pipe, self.model_id, prompt, mcfg.num_class_images, cell.seed, sample_cfg,
+                                 self.resolution)
+            self._prior[key] = PriorData(encode_images(self.pipe.vae, paths, self.resolution), self.cond([prompt]))
+        return self._prior[key]
+
+
+def _save(ctx: _Context, folder: Path, tokens) -> None:
+    save_lora(ctx.pipe, folder)
+    if tokens is not None:
+        tokens.save(folder)
+
+
 def _train(ctx: _Context, cell: Cell, lora_dir: Path, progress: Progress) -> None:
     objective = METHODS.get(cell.method)(cell.method_cfg)
+    prior = ctx.prior(cell) if objective.needs_prior else None
     task = progress.add_task(f"train {cell.train_id}", total=cell.train.steps)
+    lora_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in lora_dir.parent.glob(f".{lora_dir.name}.*"):  # left by a killed run of this same LoRA
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=lora_dir.parent, prefix=f".{lora_dir.name}."))
+    report = None
     try:
         report = train_lora(ctx.pipe, ctx.cond, ctx.latents(cell.subject), cell.subject, objective, cell.train,
-                            cell.seed, on_step=lambda step, logs: progress.advance(task))
-        lora_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=lora_dir.parent, prefix=f".{lora_dir.name}."))
-        save_lora(ctx.pipe, tmp)
+                            cell.seed, on_step=lambda step, logs: progress.advance(task),
+                            on_checkpoint=lambda step, tokens: _save(ctx, tmp / f"checkpoint-{step}", tokens),
+                            prior=prior)
+        _save(ctx, tmp, report.tokens)
         atomic_write_json(tmp / "train.json", {
             "train_id": cell.train_id, "config": cell.train_identity(), "losses": report.losses,
             "last": report.last, "seconds": round(report.seconds, 3), "steps": report.steps,
@@ -102,6 +135,10 @@ def _train(ctx: _Context, cell: Cell, lora_dir: Path, progress: Progress) -> Non
     finally:
         if "dcobench_train" in getattr(ctx.pipe.unet, "peft_config", {}):
             remove_training_adapter(ctx.pipe.unet)
+        if report is not None and report.tokens is not None:
+            report.tokens.remove(ctx.pipe)
+            ctx.cond.clear()
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already unless training failed
         progress.remove_task(task)
 
 
@@ -110,11 +147,19 @@ def _sample(ctx: _Context, cell: Cell, lora_dir: Path, store: RunDir) -> None:
     prompts = cell.prompts()
     jobs = grid_jobs(prompts, [cell.subject.base(p) for p in prompts], cell.sample)
     start = time.perf_counter()
-    load_lora(ctx.pipe, lora_dir)
+    step = cell.sample.lora_step
+    folder = lora_dir / f"checkpoint-{step}" if step and step != cell.train.steps else lora_dir
+    load_lora(ctx.pipe, folder)
+    tokens = load_tokens(ctx.pipe, folder) if (folder / TOKENS_META).is_file() else []
+    if tokens:
+        ctx.cond.clear()
     try:
         manifest = sample_grid(ctx.sampler, jobs, cell.sample, cell.guidance, cell_dir)
     finally:
         unload_lora(ctx.pipe)
+        if tokens:
+            unload_tokens(ctx.pipe, tokens)
+            ctx.cond.clear()
     atomic_write_json(cell_dir / "manifest.json", manifest)
     train_info = read_json(lora_dir / "train.json")
     result = {
@@ -131,7 +176,7 @@ def _sample(ctx: _Context, cell: Cell, lora_dir: Path, store: RunDir) -> None:
         "suite": cell.suite.name,
         "model": cell.suite.model,
         "config": cell.identity(),
-        "lora": str(Path("..", "..", "loras", cell.train_id, WEIGHT_NAME)),
+        "lora": str(Path("..", "..", "loras", folder.relative_to(store.root / "loras"), WEIGHT_NAME)),
         "images": [r["file"] for r in manifest["images"]],
         "manifest": "manifest.json",
         "references": [str(p) for p in cell.subject.images],

@@ -85,6 +85,37 @@ class TrainReport:
     last: dict
     seconds: float
     steps: int
+    tokens: object = None  # the TokenState when train.train_token; the caller saves and removes it
+
+
+@dataclass
+class PriorData:
+    """Class images for prior preservation: their cached posteriors and the class prompt's conditioning."""
+
+    latents: LatentCache
+    cond: dict[str, torch.Tensor]
+
+    def __len__(self) -> int:
+        return self.latents.mean.shape[0]
+
+
+def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma (Hang et al. 2023): min(SNR, gamma) / SNR for epsilon, / (SNR + 1) for v."""
+    abar = scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
+    snr = abar / (1 - abar)
+    clipped = torch.clamp(snr, max=gamma)
+    return clipped / (snr + 1) if scheduler.config.prediction_type == "v_prediction" else clipped / snr
+
+
+def make_optimizer(params, cfg: TrainConfig):
+    if cfg.optimizer == "adamw8bit":
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise DcoError("train.optimizer: adamw8bit needs bitsandbytes; `pip install bitsandbytes` (CUDA) "
+                           "or use train.optimizer=adamw")
+        return bnb.optim.AdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def train_lora(
@@ -96,8 +127,18 @@ def train_lora(
     cfg: TrainConfig,
     seed: int,
     on_step: Callable[[int, dict], None] | None = None,
+    on_checkpoint: Callable[[int, object], None] | None = None,
+    prior: PriorData | None = None,
 ) -> TrainReport:
-    """Train a LoRA on `pipe.unet` in place; the adapter stays attached for the caller to save."""
+    """Train a LoRA on `pipe.unet` in place; the adapter stays attached for the caller to save.
+
+    `cfg.steps` counts optimizer steps, each of `cfg.grad_accum` micro-batches of `cfg.batch_size`.
+    `on_checkpoint(step, tokens)` is called every `cfg.checkpoint_every` steps before the last.
+    With `cfg.train_token` the identifier also becomes a new token trained at `cfg.token_lr`, so the
+    captions are re-encoded with gradients each step; the base captions (no identifier) stay cached.
+    `prior` (class images) is required when the objective `needs_prior`: each micro-batch then
+    holds `batch_size` instance and `batch_size` class examples in one UNet call.
+    """
     from diffusers import DDPMScheduler
 
     unet = pipe.unet
@@ -105,8 +146,19 @@ def train_lora(
         if module is not None:
             module.requires_grad_(False)
     params = add_lora(unet, cfg.rank, cfg.alpha, cfg.target_modules, seed)
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
     noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(params, cfg)
+    tokens = None
+    if cfg.train_token:
+        from .tokens import add_identifier_tokens
+
+        tokens = add_identifier_tokens(pipe, subject.identifier, subject.class_noun)
+        cond.clear()  # cached encodings predate the new token
+        optimizer.add_param_group({"params": tokens.params(), "lr": cfg.token_lr, "weight_decay": 0.0})
+    if objective.needs_prior and prior is None:
+        raise ValueError(f"{objective.name} needs class images (needs_prior=True)")
     captions = cond(subject.captions)
     base_caps = None
     if objective.needs_reference:
@@ -116,32 +168,63 @@ def train_lora(
     losses, last, start = [], {}, time.perf_counter()
     unet.train()
     for step in range(cfg.steps):
-        idx = torch.randint(0, n_images, (cfg.batch_size,), generator=gen)
-        x0 = latents.sample(idx, gen)
-        noise = torch.randn(x0.shape, generator=gen).to(device, x0.dtype)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (cfg.batch_size,), generator=gen).to(device)
-        x_t = noise_sched.add_noise(x0, noise, t)
-        target = diffusion_target(noise_sched, x0, noise, t)
-        c = {k: v[idx.to(v.device)] for k, v in captions.items()}
-        pred = unet_forward(unet, x_t, t, c)
-        ref = None
-        if objective.needs_reference:
-            with torch.no_grad():
-                unet.disable_adapters()
-                try:
-                    ref = unet_forward(unet, x_t, t, {k: v[idx.to(v.device)] for k, v in base_caps.items()})
-                finally:
-                    unet.enable_adapters()
-        loss, last = objective(pred, target, ref)
-        if not math.isfinite(loss.item()):
-            raise DcoError(f"training diverged at step {step} (loss {loss.item()}); lower train.lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total = 0.0
+        for _ in range(cfg.grad_accum):
+            idx = torch.randint(0, n_images, (cfg.batch_size,), generator=gen)
+            x0 = latents.sample(idx, gen)
+            noise = torch.randn(x0.shape, generator=gen)
+            if cfg.offset_noise:
+                noise = noise + cfg.offset_noise * torch.randn(x0.shape[:2] + (1, 1), generator=gen)
+            noise = noise.to(device, x0.dtype)
+            t = torch.randint(0, noise_sched.config.num_train_timesteps, (cfg.batch_size,), generator=gen).to(device)
+            x_t = noise_sched.add_noise(x0, noise, t)
+            target = diffusion_target(noise_sched, x0, noise, t)
+            weights = min_snr_weights(noise_sched, t, cfg.snr_gamma) if cfg.snr_gamma else None
+            caps = cond.with_grad([subject.captions[i] for i in idx.tolist()]) if tokens else \
+                {k: v[idx.to(v.device)] for k, v in captions.items()}
+            prior_batch = None
+            if objective.needs_prior:
+                pidx = torch.randint(0, len(prior), (cfg.batch_size,), generator=gen)
+                px0 = prior.latents.sample(pidx, gen)
+                pnoise = torch.randn(px0.shape, generator=gen).to(device, px0.dtype)
+                pt = torch.randint(0, noise_sched.config.num_train_timesteps, (cfg.batch_size,), generator=gen).to(device)
+                pcond = {k: v.expand(cfg.batch_size, *v.shape[1:]) for k, v in prior.cond.items()}
+                pw = min_snr_weights(noise_sched, pt, cfg.snr_gamma) if cfg.snr_gamma else None
+                prior_batch = (noise_sched.add_noise(px0, pnoise, pt), pt, pcond,
+                               diffusion_target(noise_sched, px0, pnoise, pt), pw)
+            if prior_batch is None:
+                pred = unet_forward(unet, x_t, t, caps)
+            else:  # instance and class examples in one UNet call, as DreamBooth trainers batch them
+                both = unet_forward(unet, torch.cat([x_t, prior_batch[0]]), torch.cat([t, prior_batch[1]]),
+                                    {k: torch.cat([caps[k], prior_batch[2][k].to(caps[k].dtype)]) for k in caps})
+                pred, prior_pred = both.split([x_t.shape[0], prior_batch[0].shape[0]])
+            ref = None
+            if objective.needs_reference:
+                with torch.no_grad():
+                    unet.disable_adapters()
+                    try:
+                        ref = unet_forward(unet, x_t, t, {k: v[idx.to(v.device)] for k, v in base_caps.items()})
+                    finally:
+                        unet.enable_adapters()
+            prior_args = None if prior_batch is None else (prior_pred, prior_batch[3], prior_batch[4])
+            loss, last = objective(pred, target, ref, weights, prior_args)
+            if not math.isfinite(loss.item()):
+                raise DcoError(f"training diverged at step {step} (loss {loss.item()}); lower train.lr")
+            (loss / cfg.grad_accum).backward()
+            total += loss.item() / cfg.grad_accum
         if cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)  # the LoRA's; the token keeps its norm
         optimizer.step()
-        losses.append(round(loss.item(), 6))
+        optimizer.zero_grad(set_to_none=True)
+        if tokens:
+            tokens.after_step()
+        losses.append(round(total, 6))
         if on_step:
             on_step(step, last)
+        done = step + 1
+        if on_checkpoint and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+            on_checkpoint(done, tokens)
+    if cfg.gradient_checkpointing:
+        unet.disable_gradient_checkpointing()
     unet.eval()
-    return TrainReport(losses=losses, last=last, seconds=time.perf_counter() - start, steps=cfg.steps)
+    return TrainReport(losses=losses, last=last, seconds=time.perf_counter() - start, steps=cfg.steps, tokens=tokens)

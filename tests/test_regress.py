@@ -15,8 +15,8 @@ from dcobench.runner import rescore, run_plan
 class WrongSign(DreamBooth):
     """A deliberately broken objective: gradient ascent on the diffusion loss."""
 
-    def __call__(self, model_pred, target, ref_pred=None):
-        loss, logs = super().__call__(model_pred, target, ref_pred)
+    def __call__(self, model_pred, target, ref_pred=None, weights=None, prior=None):
+        loss, logs = super().__call__(model_pred, target, ref_pred, weights, prior)
         return -loss, logs
 
 

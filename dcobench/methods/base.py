@@ -16,9 +16,11 @@ import torch
 from ..config import MethodConfig
 
 
-def per_sample_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """||pred - target||^2 averaged over every dimension but the batch; computed in fp32."""
-    return (pred.float() - target.float()).pow(2).mean(dim=tuple(range(1, pred.ndim)))
+def per_sample_mse(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """||pred - target||^2 averaged over every dimension but the batch, in fp32, times the
+    per-sample loss weights (Min-SNR) when given."""
+    mse = (pred.float() - target.float()).pow(2).mean(dim=tuple(range(1, pred.ndim)))
+    return mse if weights is None else mse * weights.float()
 
 
 class Objective:
@@ -37,6 +39,9 @@ class Objective:
         model_pred: torch.Tensor,
         target: torch.Tensor,
         ref_pred: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None,
+        prior: tuple | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Return (scalar loss, floats to log)."""
+        """Return (scalar loss, floats to log). `weights` are per-sample loss weights or None;
+        `prior` is (pred, target, weights) on class images, for objectives that `needs_prior`."""
         raise NotImplementedError

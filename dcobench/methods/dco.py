@@ -45,11 +45,11 @@ class DCO(Objective):
     def reference_uses_base_prompt(self) -> bool:
         return self.cfg.reference_prompt == "base"
 
-    def __call__(self, model_pred, target, ref_pred=None):
+    def __call__(self, model_pred, target, ref_pred=None, weights=None, prior=None):
         if ref_pred is None:
             raise ValueError("DCO needs the reference model's prediction (needs_reference=True)")
-        model_mse = per_sample_mse(model_pred, target)
-        ref_mse = per_sample_mse(ref_pred, target)
+        model_mse = per_sample_mse(model_pred, target, weights)
+        ref_mse = per_sample_mse(ref_pred, target, weights)
         diff = model_mse - ref_mse
         loss = -F.logsigmoid(-self.cfg.beta * diff).mean()
         return loss, {

@@ -97,7 +97,23 @@ class Conditioner:
     def device(self):
         return self.pipe.unet.device
 
+    def clear(self) -> None:
+        """Forget cached encodings (after the tokenizer or text encoder changed, e.g. new tokens)."""
+        self._cache.clear()
+
+    def with_grad(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """Encode with gradients and no cache: for training a token embedding."""
+        return self._encode(prompts)
+
     @torch.no_grad()
+    def __call__(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
+        if missing:
+            enc = self._encode(missing)
+            for i, p in enumerate(missing):
+                self._cache[p] = {k: v[i : i + 1] for k, v in enc.items()}
+        return cat([self._cache[p] for p in prompts])
+
     def _encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         pipe, dev = self.pipe, self.device
         if self.family == "sd":
@@ -114,13 +130,6 @@ class Conditioner:
         time_ids = torch.tensor([[r, r, 0, 0, r, r]], device=dev, dtype=emb.dtype).repeat(len(prompts), 1)
         return {"encoder_hidden_states": emb, "text_embeds": pooled, "time_ids": time_ids}
 
-    def __call__(self, prompts: list[str]) -> dict[str, torch.Tensor]:
-        missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
-        if missing:
-            enc = self._encode(missing)
-            for i, p in enumerate(missing):
-                self._cache[p] = {k: v[i : i + 1] for k, v in enc.items()}
-        return cat([self._cache[p] for p in prompts])
 
 
 def cat(conds: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -128,11 +137,13 @@ def cat(conds: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 
 
 def unet_forward(unet, latents: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
-    added = {k: cond[k] for k in ("text_embeds", "time_ids") if k in cond}
+    added = {k: cond[k].to(unet.dtype) for k in ("text_embeds", "time_ids") if k in cond}
+    # inputs follow the UNet's weight dtype (fp16/bf16 under mixed precision); peft's fp32 LoRA
+    # layers cast to their own dtype and back
     return unet(
-        latents,
+        latents.to(unet.dtype),
         t,
-        encoder_hidden_states=cond["encoder_hidden_states"].to(latents.dtype),
+        encoder_hidden_states=cond["encoder_hidden_states"].to(unet.dtype),
         added_cond_kwargs=added or None,
         return_dict=False,
     )[0]
