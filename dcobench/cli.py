@@ -20,6 +20,10 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train, sample, score and report text-to-image personalization methods.")
 
+from .micro.cli import micro_app  # noqa: E402
+
+app.add_typer(micro_app, name="micro")
+
 OVERRIDES = typer.Argument(None, help="key=value overrides, e.g. methods.dco.beta=2000 train.steps=50")
 
 
@@ -137,6 +141,31 @@ def regress(
     typer.echo(f"ok: {len(rows)} metrics within tolerance of {baseline}")
 
 
+@app.command()
+def caption(
+    subject_dir: Path = typer.Argument(..., help="A subject folder of reference images."),
+    model: Optional[str] = typer.Option(None, help="image-to-text model (folder or cached hub id); "
+                                        "without it the template 'a photo of {identifier} {class_noun}' is written."),
+    class_noun: Optional[str] = typer.Option(None, help="Class noun (default: the folder's subject.yaml)."),
+    identifier: Optional[str] = typer.Option(None, help="Identifier token (default: subject.yaml, else sks)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing caption files."),
+):
+    """Write a comprehensive caption file (<image>.txt, with the identifier) beside each reference image."""
+    import yaml
+
+    from .captions import caption_folder
+
+    meta = {}
+    if (subject_dir / "subject.yaml").is_file():
+        meta = yaml.safe_load((subject_dir / "subject.yaml").read_text()) or {}
+    noun = class_noun or meta.get("class_noun")
+    if not noun:
+        raise DcoError(f"{subject_dir}: no class noun; pass --class-noun dog or add class_noun to subject.yaml")
+    done = caption_folder(subject_dir, noun, identifier or meta.get("identifier") or "sks", model, force)
+    typer.echo(f"{len(done['written'])} captions written, {len(done['kept'])} kept"
+               + (" (use --force to overwrite)" if done["kept"] else ""))
+
+
 @app.command("ls")
 def ls(what: str = typer.Argument("all", help="methods, suites, metrics, options or all")):
     """List registered methods and suites, or every config option with its help."""
@@ -166,8 +195,8 @@ def ls(what: str = typer.Argument("all", help="methods, suites, metrics, options
         typer.echo("metrics:")
         for name in METRICS.names():
             m, meta = METRICS.get(name), METRICS.meta(name)
-            typer.echo(f"  {name:<12} {meta['label']:<18} backbone=score.{m.role}, against {m.against}, "
-                       f"higher_is_better={meta['higher_is_better']}")
+            how = "exact oracle of the micro world" if m.role == "oracle" else f"backbone=score.{m.role}, against {m.against}"
+            typer.echo(f"  {name:<18} {meta['label']:<36} {how}, higher_is_better={meta['higher_is_better']}")
         typer.echo("backbones (score.clip / score.dino / score.dinov2 = NAME[:ARCH][@WEIGHTS]):")
         for name in BACKBONES.names():
             typer.echo(f"  {name:<12} {BACKBONES.meta(name).get('description', '')}")

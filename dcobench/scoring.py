@@ -46,7 +46,7 @@ class Scorer:
         self.metrics = [METRICS.get(m) for m in cfg.metrics]
         self._backbones = {}
         self._refs: dict[tuple, torch.Tensor] = {}
-        for role in dict.fromkeys(m.role for m in self.metrics):
+        for role in dict.fromkeys(m.role for m in self.metrics if not hasattr(m, "judge_images")):
             self.backbone(role)
 
     def backbone(self, role: str):
@@ -57,6 +57,7 @@ class Scorer:
     def protocol(self) -> dict:
         proto = {
             "metrics": [m.name for m in self.metrics],
+            "judges": {m.name: "micro-world oracle: " + "+".join(m.keys) for m in self.metrics if hasattr(m, "judge_images")},
             "backbones": {role: bb.protocol() for role, bb in sorted(self._backbones.items())},
             "clip_t_prompt": self.cfg.clip_t_prompt,
             "scale": "raw cosine similarity in [-1, 1]",
@@ -80,11 +81,18 @@ class Scorer:
                 self._refs[key] = e
         return torch.stack([self._refs[k] for k in keys])
 
-    def score_images(self, images: list[np.ndarray], texts: list[str], references: dict[str, list[str]]):
-        """Per-image values of every metric that has what it needs: {metric: (N,) tensor}."""
+    def score_images(self, images: list[np.ndarray], texts: list[str], references: dict[str, list[str]],
+                     prompts: list[str] | None = None):
+        """Per-image values of every metric that has what it needs: {metric: (N,) tensor}.
+        `texts` are what CLIP-T scores; `prompts` the prompts as sampled (for judge metrics)."""
         emb = {}
         out = {}
         for m in self.metrics:
+            if hasattr(m, "judge_images"):  # an exact judge (the micro world's oracle), no backbone
+                values = m.judge_images(images, prompts if prompts is not None else texts)
+                if not torch.isnan(values).all():
+                    out[m.name] = values
+                continue
             if m.against != "prompt" and not references.get(m.against):
                 continue
             if m.role not in emb:
@@ -109,7 +117,7 @@ class Scorer:
         texts = [scored_prompt(r["prompt"], ident, noun, self.cfg.clip_t_prompt) for r in records]
         style_refs = result.get("style_references") or (result["references"] if result.get("kind") == "style" else [])
         refs = {"references": result.get("references") or [], "style_references": style_refs}
-        values = self.score_images(images, texts, refs)
+        values = self.score_images(images, texts, refs, [r["prompt"] for r in records])
         proto = self.protocol()
         rows = pd.DataFrame({
             "cell_id": result["cell_id"],

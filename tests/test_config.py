@@ -89,3 +89,21 @@ def test_every_shipped_config_validates(path, tiny_suite):
         pytest.skip("not a run config")
     plan = make_plan(path)
     assert plan.cells
+
+
+PAPER = ROOT / "data" / "configs" / "paper"
+
+
+@pytest.mark.parametrize("family,px", [("sdxl", 1024), ("sd15", 512)])
+def test_paper_configs_carry_the_published_settings(family, px, tiny_suite):
+    subject = make_plan(PAPER / f"{family}_dco_subject.yaml").cells[0]
+    assert (subject.method, subject.train.rank, subject.train.lr, subject.train.steps) == ("dco", 32, 5e-5, 2000)
+    assert subject.method_cfg.beta == 1000.0 and subject.train.train_token and subject.train.token_lr == 5e-6
+    assert subject.train.batch_size == 1 and subject.train.resolution == px
+    style = make_plan(PAPER / f"{family}_dco_style.yaml").cells[0]
+    assert (style.train.rank, style.train.steps, style.train.offset_noise) == (64, 1000, 0.1)
+    pp = make_plan(PAPER / f"{family}_dreambooth_pp_subject.yaml").cells[0]
+    assert pp.method == "dreambooth_pp" and pp.method_cfg.prior_loss_weight == 1.0
+    assert pp.method_cfg.num_class_images == 100 and pp.train.rank == 32
+    for name in ("dreambooth_subject", "dreambooth_style"):
+        assert make_plan(PAPER / f"{family}_{name}.yaml").cells[0].method == "dreambooth"
