@@ -9,6 +9,7 @@ import dataclasses
 import inspect
 
 from ..errors import DcoError
+from ..micro import suite as _micro  # noqa: F401  (registers the micro suite)
 from . import dreambench, tiny  # noqa: F401
 from .base import Subject, Suite, load_subject, load_suite_file  # noqa: F401
 

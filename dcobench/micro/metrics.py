@@ -1,0 +1,66 @@
+"""Oracle metrics: the micro world's exact judge, registered beside the embedding metrics.
+
+Each generated image is compared with the scene its prompt describes (`world.eval_prompts`), so
+these metrics need no encoder: `oracle_background` is the fraction of images whose background is
+the prompted one (a model that overfits its white-background references fails it),
+`oracle_subject` whether the subject's own look is there, `oracle_layout` position and size,
+`oracle_style` the prompted style. Prompts that are not micro-world captions score NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..metrics.definitions import METRICS
+from . import oracle, world
+
+
+def _scene_index() -> dict[str, world.Scene]:
+    scenes = {}
+    for name in list(world.SUBJECTS) + list(world.HELDOUT_STYLES):
+        for scene in world.eval_prompts(name) + (world.reference_scenes(name) if name in world.SUBJECTS else []):
+            scenes[world.caption(scene)] = scene
+    return scenes
+
+
+_SCENES: dict[str, world.Scene] | None = None
+
+
+def scene_for(prompt: str) -> world.Scene | None:
+    global _SCENES
+    if _SCENES is None:
+        _SCENES = _scene_index()
+    return _SCENES.get(prompt)
+
+
+@dataclass(frozen=True)
+class OracleMetric:
+    name: str
+    keys: tuple[str, ...]
+    role: str = "oracle"  # no backbone
+    against: str = "prompt"
+
+    def judge_images(self, images: list[np.ndarray], prompts: list[str]) -> torch.Tensor:
+        out = []
+        for img, prompt in zip(images, prompts):
+            scene = scene_for(prompt)
+            if scene is None:
+                out.append(float("nan"))
+                continue
+            verdict = oracle.judge(img, scene)
+            out.append(float(all(verdict.get(k, False) for k in self.keys)))
+        return torch.tensor(out, dtype=torch.float32)
+
+
+for _name, _keys, _label in (
+    ("oracle_background", ("background",), "Oracle: prompted background"),
+    ("oracle_subject", ("subject_match",), "Oracle: subject's look present"),
+    ("oracle_layout", ("position", "size"), "Oracle: prompted position and size"),
+    ("oracle_style", ("style",), "Oracle: prompted style"),
+):
+    METRICS.register(_name, OracleMetric(_name, _keys), higher_is_better=True,
+                     kind="subject" if _name == "oracle_subject" else "prompt", label=_label,
+                     aggregate="fraction of images the exact oracle accepts; mean ± 95% CI over cells")
