@@ -7,8 +7,9 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 REGRESS_OUT ?= runs/ci-tiny
+MICRO_OUT ?= runs/ci-micro
 
-.PHONY: run test test-all install clean regress baseline
+.PHONY: run test test-all install clean regress baseline regress-micro baseline-micro
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -35,6 +36,17 @@ regress: $(STAMP)
 	rm -rf $(REGRESS_OUT)
 	$(VENV)/bin/dcobench run --suite tiny --out $(REGRESS_OUT) --quiet
 	$(VENV)/bin/dcobench regress $(REGRESS_OUT) --baseline reports/baseline/tiny.json
+
+# The same guard on a reduced micro-world run (the real models and encoders that ship with dcobench).
+regress-micro: $(STAMP)
+	rm -rf $(MICRO_OUT)
+	$(VENV)/bin/dcobench run --config data/configs/micro_ci.yaml --methods dco,dreambooth --out $(MICRO_OUT) --quiet
+	$(VENV)/bin/dcobench regress $(MICRO_OUT) --baseline reports/baseline/micro.json
+
+baseline-micro: $(STAMP)
+	rm -rf $(MICRO_OUT)
+	$(VENV)/bin/dcobench run --config data/configs/micro_ci.yaml --methods dco,dreambooth --out $(MICRO_OUT) --quiet
+	$(VENV)/bin/dcobench regress $(MICRO_OUT) --update reports/baseline/micro.json
 
 # After an intended change of scores: rewrite the baseline (tolerances kept), then commit it.
 baseline: $(STAMP)

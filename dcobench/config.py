@@ -119,7 +119,7 @@ class MethodConfig:
 
 @dataclass
 class RunConfig:
-    suite: str = option("tiny", "Suite name (see `dcobench ls`) or path to a suite YAML file.")
+    suite: str = option("micro", "Suite name (see `dcobench ls`) or path to a suite YAML file.")
     methods: dict[str, MethodConfig] = option({}, "Method name -> its config; `--methods` picks which run.")
     data: str = option("", "Dataset folder for suites that read one (dreambench).")
     model: str = option("", "Base model (diffusers folder or hub id) replacing the suite's own.")
@@ -164,6 +164,11 @@ def _coerce(value, tp, where: str):
             raise DcoError(f"{where}: expected an integer (got {value!r})")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise DcoError(f"{where}: expected a number (got {value!r})")
         return float(value)
