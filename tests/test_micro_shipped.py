@@ -1,0 +1,60 @@
+"""The shipped micro world: its pipeline loads with stock diffusers and follows a prompt; its
+encoders load as scoring backbones; the micro suite resolves."""
+
+import numpy as np
+import pytest
+import torch
+
+from dcobench.micro import oracle, world
+from dcobench.micro.models import default_micro_dir
+
+BASE = default_micro_dir() / "base"
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    from diffusers import StableDiffusionPipeline
+
+    if not (BASE / "model_index.json").is_file():
+        pytest.fail(f"{BASE}: the shipped micro model is missing")
+    p = StableDiffusionPipeline.from_pretrained(BASE, safety_checker=None, requires_safety_checker=False)
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+def test_shipped_pipeline_follows_prompts(pipe):
+    scenes = [world.Scene("square", "red", "black", "center", "large"),
+              world.Scene("circle", "yellow", "blue", "top left", "small"),
+              world.Scene("triangle", "green", "white", "bottom right", "large")]
+    out = pipe([world.caption(s) for s in scenes], num_inference_steps=20, guidance_scale=3.0, height=32, width=32,
+               generator=[torch.Generator().manual_seed(i) for i in range(3)], output_type="np").images
+    imgs = (out * 255).round().astype(np.uint8)
+    verdicts = [oracle.judge(img, s) for img, s in zip(imgs, scenes)]
+    assert all(v["background"] and v["color"] for v in verdicts), verdicts
+
+
+def test_shipped_encoders_are_backbones():
+    from dcobench.metrics import get_backbone
+
+    clip, dino = get_backbone("micro-clip"), get_backbone("micro-dino")
+    a = world.render(world.Scene("square", "red", "black", "center", "large"))
+    b = world.render(world.Scene("circle", "blue", "white", "top left", "small"))
+    img = clip.embed_images([a, b])
+    txt = clip.embed_texts([world.caption(world.Scene("square", "red", "black", "center", "large")),
+                            world.caption(world.Scene("circle", "blue", "white", "top left", "small"))])
+    sims = img @ txt.T
+    assert sims[0, 0] > sims[0, 1] and sims[1, 1] > sims[1, 0]
+    assert dino.embed_images([a]).shape[0] == 1
+    assert clip.protocol()["weights_sha256"] and dino.protocol()["backbone"] == "micro-dino"
+
+
+def test_micro_suite_is_the_default_and_has_held_out_subjects():
+    from dcobench.plan import make_plan
+
+    plan = make_plan(methods=["dco"])
+    assert plan.suite.name == "micro"
+    names = {c.subject.name for c in plan.cells}
+    assert names == {"star", "checker", "bullseye"}
+    for c in plan.cells:
+        assert len(c.subject.images) == 4 and all(c.subject.identifier in cap for cap in c.subject.captions)
+        assert c.subject.base(c.subject.prompts[0]).startswith(f"a {c.subject.class_noun} on")
