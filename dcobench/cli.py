@@ -166,6 +166,51 @@ def caption(
                + (" (use --force to overwrite)" if done["kept"] else ""))
 
 
+@app.command()
+def merge(
+    subject_lora: Path = typer.Argument(..., help="Subject LoRA folder or .safetensors file."),
+    style_lora: Path = typer.Argument(..., help="Style LoRA folder or .safetensors file."),
+    method: str = typer.Option("direct", help="Merge method: direct or ziplora."),
+    out: Path = typer.Option(..., help="Folder for the merged pytorch_lora_weights.safetensors."),
+    model: Optional[str] = typer.Option(None, help="Base model (needed by ziplora)."),
+    subject: Optional[Path] = typer.Option(None, help="The subject's reference folder (ziplora)."),
+    style: Optional[Path] = typer.Option(None, help="The style's reference folder (ziplora)."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="methods.<method>.<field>=value"),
+):
+    """Merge a subject LoRA and a style LoRA into one LoRA that stock diffusers loads."""
+    from baselines.merge import MERGES, load_lora_weights, save_merged
+
+    from .config import from_dict, parse_override, set_dotted
+
+    fn = MERGES.get(method)
+    raw: dict = {}
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        if keys[:2] != ["methods", method] or len(keys) != 3:
+            raise DcoError(f"override '{text}': use methods.{method}.<field>=value")
+        set_dotted(raw, keys[2:], value)
+    cfg = from_dict(fn.config_cls, raw, f"methods.{method}.")
+    a, b = load_lora_weights(subject_lora), load_lora_weights(style_lora)
+    kwargs, pipe_cls = {}, None
+    if model:
+        from .models.pipeline import Conditioner, load_pipeline, native_resolution
+        from .suites.base import load_subject
+        from .trainer import encode_images
+
+        pipe = load_pipeline(model)
+        pipe_cls, res = type(pipe), native_resolution(model)
+        kwargs = {"pipe": pipe, "cond": Conditioner(pipe, res)}
+        for key, folder in (("subject", subject), ("style", style)):
+            if folder is not None:
+                s = load_subject(folder, kind=None)
+                kwargs[key], kwargs[f"{key}_latents"] = s, encode_images(pipe.vae, s.images, res)
+    state, rank, info = fn(a, b, cfg, **kwargs)
+    info = {k: v for k, v in info.items() if not k.startswith("_")}
+    info.update(subject_lora=str(subject_lora), style_lora=str(style_lora), rank=rank)
+    path = save_merged(state, rank, a.modules, out, pipe_cls, info)
+    typer.echo(f"merged ({method}, rank {rank}): {path}")
+
+
 @app.command("ls")
 def ls(what: str = typer.Argument("all", help="methods, suites, metrics, options or all")):
     """List registered methods and suites, or every config option with its help."""
