@@ -82,6 +82,7 @@ def test_missing_options_and_folders(dataset, tiny_sd_path, tmp_path):
         make_plan(suite="tiny", data=str(dataset))
 
 
+@pytest.mark.slow
 def test_dreambench_run_end_to_end(dataset, tiny_sd_path, tmp_path, cli):
     out = tmp_path / "run"
     r = cli("run", "--suite", "dreambench", "--data", dataset, "--model", tiny_sd_path, "--methods", "dco,dreambooth",

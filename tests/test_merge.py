@@ -133,6 +133,7 @@ def test_lora_of_another_base_model_and_missing_files(loras, tmp_path, tiny_suit
         load_lora_weights(tmp_path / "nothing")
 
 
+@pytest.mark.slow
 def test_merge_cli(loras, tmp_path, cli, tiny_sd_path, tiny_suite):
     out = tmp_path / "merged"
     r = cli("merge", loras[0], loras[1], "--method", "direct", "--out", out, "methods.direct.weight_style=0.5")

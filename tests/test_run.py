@@ -40,6 +40,7 @@ def test_run_then_rerun_does_nothing(cli, tmp_path, tiny_suite):
     assert snapshot(out) == before
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_completes_the_rest(tmp_path, tiny_suite):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "dcobench", "run", "--methods", "dco,dreambooth", "--suite", "tiny",

@@ -93,6 +93,7 @@ def test_sdxl_consistency_guidance_at_wcon_zero_is_stock_cfg(sdxl_path, tiny_sui
         assert np.abs(a.astype(int) - to_u8(b).astype(int)).max() <= 1
 
 
+@pytest.mark.slow
 def test_dreambench_run_on_tiny_sdxl_end_to_end(sdxl_path, tiny_suite, tmp_path, cli):
     if not REAL.is_file():
         pytest.skip("the shared DreamBench prompts file is not beside this checkout")
