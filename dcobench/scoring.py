@@ -55,10 +55,18 @@ class Scorer:
         return self._backbones[role]
 
     def protocol(self) -> dict:
+        backbones = {}
+        for role, bb in sorted(self._backbones.items()):
+            entry = dict(bb.protocol())
+            weights = str(entry.get("weights", ""))
+            if weights and Path(weights).is_file():
+                # where the file sits differs between machines; its name and sha256 say what it is
+                entry["weights"] = Path(weights).name
+            backbones[role] = entry
         proto = {
             "metrics": [m.name for m in self.metrics],
             "judges": {m.name: "micro-world oracle: " + "+".join(m.keys) for m in self.metrics if hasattr(m, "judge_images")},
-            "backbones": {role: bb.protocol() for role, bb in sorted(self._backbones.items())},
+            "backbones": backbones,
             "clip_t_prompt": self.cfg.clip_t_prompt,
             "scale": "raw cosine similarity in [-1, 1]",
             "image_metric": "per image: mean cosine to every reference; per cell: mean over images",

@@ -58,3 +58,18 @@ def test_micro_suite_is_the_default_and_has_held_out_subjects():
     for c in plan.cells:
         assert len(c.subject.images) == 4 and all(c.subject.identifier in cap for cap in c.subject.captions)
         assert c.subject.base(c.subject.prompts[0]).startswith(f"a {c.subject.class_noun} on")
+
+
+def test_protocol_does_not_depend_on_where_the_weights_sit(tmp_path):
+    import shutil
+
+    from dcobench.config import ScoreConfig
+    from dcobench.scoring import Scorer
+
+    enc = default_micro_dir() / "encoders"
+    for f in enc.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    here = Scorer(ScoreConfig(metrics=["dino", "clip_t"], clip="micro-clip", dino="micro-dino")).protocol()
+    moved = Scorer(ScoreConfig(metrics=["dino", "clip_t"], clip=f"micro-clip@{tmp_path / 'micro-clip.safetensors'}",
+                               dino=f"micro-dino@{tmp_path / 'micro-dino.safetensors'}")).protocol()
+    assert here["id"] == moved["id"] and here["backbones"]["clip"]["weights"] == "micro-clip.safetensors"
