@@ -27,6 +27,19 @@ app.add_typer(micro_app, name="micro")
 OVERRIDES = typer.Argument(None, help="key=value overrides, e.g. methods.dco.beta=2000 train.steps=50")
 
 
+def _scoped_overrides(texts, prefix: list[str], example: str) -> dict:
+    """`prefix.field=value` overrides as a dict under `prefix`; anything else is refused."""
+    from .config import parse_override, set_dotted
+
+    out: dict = {}
+    for text in texts or []:
+        keys, value = parse_override(text)
+        if keys[: len(prefix)] != prefix or len(keys) <= len(prefix):
+            raise DcoError(f"override '{text}': only {'.'.join(prefix)}.<field> can be set here (e.g. {example})")
+        set_dotted(out, keys[len(prefix):], value)
+    return out
+
+
 def _methods(text: Optional[str]) -> Optional[list[str]]:
     if text is None:
         return None
@@ -82,19 +95,14 @@ def score(
     force: bool = typer.Option(False, "--force", help="Rescore cells already scored under this protocol."),
 ):
     """(Re)score stored images under a protocol, without retraining."""
-    from .config import ScoreConfig, deep_merge, from_dict, parse_override, set_dotted
+    from .config import ScoreConfig, deep_merge, from_dict
     from .runner import console, rescore
     from .store import read_json
 
     base = {}
     if (run_dir / "run.json").is_file():
         base = read_json(run_dir / "run.json").get("config", {}).get("score", {})
-    over: dict = {}
-    for text in overrides or []:
-        keys, value = parse_override(text)
-        if keys[0] != "score" or len(keys) < 2:
-            raise DcoError(f"override '{text}': only score.<field> can change when rescoring (e.g. score.clip_t_prompt=remove)")
-        set_dotted(over, keys[1:], value)
+    over = _scoped_overrides(overrides, ["score"], "score.clip_t_prompt=remove")
     cfg = from_dict(ScoreConfig, deep_merge(base, over), "score.")
     stats = rescore(run_dir, cfg, force)
     console.print(f"{stats['cells']} cells in {run_dir}: {stats['scored']} scored, {stats['skipped']} already "
@@ -180,15 +188,10 @@ def merge(
     """Merge a subject LoRA and a style LoRA into one LoRA that stock diffusers loads."""
     from baselines.merge import MERGES, load_lora_weights, save_merged
 
-    from .config import from_dict, parse_override, set_dotted
+    from .config import from_dict
 
     fn = MERGES.get(method)
-    raw: dict = {}
-    for text in overrides or []:
-        keys, value = parse_override(text)
-        if keys[:2] != ["methods", method] or len(keys) != 3:
-            raise DcoError(f"override '{text}': use methods.{method}.<field>=value")
-        set_dotted(raw, keys[2:], value)
+    raw = _scoped_overrides(overrides, ["methods", method], f"methods.{method}.steps=50")
     cfg = from_dict(fn.config_cls, raw, f"methods.{method}.")
     a, b = load_lora_weights(subject_lora), load_lora_weights(style_lora)
     kwargs, pipe_cls = {}, None

@@ -26,7 +26,7 @@ def group_key(result: dict) -> str:
 
 def aggregate(run_dir) -> tuple[dict, dict[str, dict[str, float]]]:
     """(protocol, {group: {metric: mean over cells}}) of a scored run."""
-    results = [r for r in RunDir(run_dir).results()]
+    results = RunDir(run_dir).results()
     if not results:
         raise DcoError(f"{run_dir}: no finished cells; run `dcobench run --out {run_dir}` first")
     unscored = [r["cell_id"] for r in results if "metrics" not in r]

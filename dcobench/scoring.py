@@ -21,6 +21,7 @@ import torch
 from .config import ScoreConfig
 from .errors import DcoError
 from .metrics import METRICS, get_backbone
+from .store import atomic_write_bytes
 from .suites.base import base_prompt
 
 
@@ -75,8 +76,7 @@ class Scorer:
         return proto
 
     def _reference_embeddings(self, role: str, paths: list[str]) -> torch.Tensor:
-        bb, rows, missing = self.backbone(role), {}, []
-        keys = []
+        bb, missing, keys = self.backbone(role), [], []
         for p in paths:
             st = Path(p).stat()
             key = (role, str(Path(p).resolve()), st.st_size, st.st_mtime_ns)
@@ -140,8 +140,6 @@ class Scorer:
         name = f"scores-{proto['id']}.csv"
         buf = io.StringIO()
         rows.to_csv(buf, index=False, float_format="%.6f")
-        from .store import atomic_write_bytes
-
         atomic_write_bytes(cell_dir / name, buf.getvalue().encode())
         metrics = {k: {"mean": float(v.mean()), "std": float(v.std(unbiased=False)), "n": int(v.numel())}
                    for k, v in values.items()}

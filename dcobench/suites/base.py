@@ -11,6 +11,7 @@ class noun in place of the identifier; "sks dog" collapses to "dog" rather than 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import DcoError
+from ..errors import DcoError, did_you_mean
 from ..models.pipeline import native_resolution
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -50,14 +51,19 @@ class Subject:
     def base(self, prompt: str) -> str:
         return base_prompt(prompt, self.identifier, self.class_noun)
 
-    def fingerprint(self) -> str:
-        """Content hash of the images and captions: a changed reference invalidates its cells."""
+    @functools.cached_property
+    def _fingerprint(self) -> str:
         h = hashlib.sha256()
         for img, cap in zip(self.images, self.captions):
             h.update(img.name.encode())
             h.update(img.read_bytes())
             h.update(cap.encode())
         return h.hexdigest()[:16]
+
+    def fingerprint(self) -> str:
+        """Content hash of the images and captions: a changed reference invalidates its cells.
+        Read once per loaded subject: cell and train ids ask for it many times."""
+        return self._fingerprint
 
 
 @dataclass
@@ -73,8 +79,6 @@ class Suite:
         if not names:
             return list(self.subjects)
         by_name = {s.name: s for s in self.subjects}
-        from ..errors import did_you_mean
-
         for n in names:
             if n not in by_name:
                 raise DcoError(f"subjects: suite '{self.name}' has no subject '{n}'; {did_you_mean(n, by_name)}")
