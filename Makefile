@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/dcobench run --methods dco,dreambooth --out $(OUT)
+	$(VENV)/bin/dcobench run --methods dco,dreambooth --merge direct,ziplora --out $(OUT)
 	$(VENV)/bin/dcobench report $(OUT)
 
 test: $(STAMP)

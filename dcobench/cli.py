@@ -58,13 +58,16 @@ def run(
     model: Optional[str] = typer.Option(None, help="Base model (diffusers folder or hub id) replacing the suite's."),
     config: Optional[Path] = typer.Option(None, help="YAML run config."),
     out: Path = typer.Option(Path("runs/default"), help="Run folder; rerunning resumes it."),
+    merge: Optional[str] = typer.Option(None, help="Comma-separated merge methods (direct,ziplora): also train "
+                                                    "style LoRAs and merge them with each subject LoRA."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ):
     """Train, sample and store every cell; cells with a result.json are skipped."""
     from .plan import make_plan
     from .runner import console, run_plan
 
-    plan = make_plan(config, overrides or [], _methods(methods), suite, data, model)
+    merges = None if merge is None else [m.strip() for m in merge.split(",") if m.strip()]
+    plan = make_plan(config, overrides or [], _methods(methods), suite, data, model, merges)
     stats = run_plan(plan, out, show_progress=not quiet)
     console.print(
         f"{stats['cells']} cells in {out}: {stats['sampled']} run, {stats['skipped']} already done, "
@@ -85,7 +88,8 @@ def validate(
     from .plan import make_plan
 
     plan = make_plan(config, overrides or [], _methods(methods), suite, data, model)
-    typer.echo(f"ok: {config} -> {len(plan.cells)} cells ({', '.join(plan.methods)} on suite {plan.suite.name})")
+    extra = f" + {len(plan.merge_cells)} merge cells" if plan.merge_cells else ""
+    typer.echo(f"ok: {config} -> {len(plan.cells)} cells{extra} ({', '.join(plan.methods)} on suite {plan.suite.name})")
 
 
 @app.command()
@@ -113,11 +117,13 @@ def score(
 def report(
     run_dir: Path = typer.Argument(..., help="A run folder written by `dcobench run`."),
     out: Optional[Path] = typer.Option(None, help="Report folder (default RUN_DIR/report)."),
+    pareto: Optional[str] = typer.Option(None, help="Comma-separated subject metrics for the Pareto plot and "
+                                                    "dominance table (default: the run's report.pareto_metrics)."),
 ):
     """Summary tables, Pareto plots, prompt grids and index.html: a pure fold over result.json files."""
     from .report import write_report
 
-    paths = write_report(run_dir, out)
+    paths = write_report(run_dir, out, None if pareto is None else [m.strip() for m in pareto.split(",") if m.strip()])
     typer.echo(f"report: {paths['index_html']}")
 
 
@@ -215,7 +221,7 @@ def merge(
 
 
 @app.command("ls")
-def ls(what: str = typer.Argument("all", help="methods, suites, metrics, options or all")):
+def ls(what: str = typer.Argument("all", help="methods, merges, suites, metrics, options or all")):
     """List registered methods and suites, or every config option with its help."""
     from . import methods as _m  # noqa: F401
     from . import suites as _s  # noqa: F401
@@ -224,8 +230,8 @@ def ls(what: str = typer.Argument("all", help="methods, suites, metrics, options
 
     from .metrics import BACKBONES, METRICS
 
-    if what not in ("all", "methods", "suites", "metrics", "options"):
-        raise DcoError(f"ls: unknown section '{what}'; use methods, suites, metrics, options or all")
+    if what not in ("all", "methods", "merges", "suites", "metrics", "options"):
+        raise DcoError(f"ls: unknown section '{what}'; use methods, merges, suites, metrics, options or all")
     if what in ("all", "methods"):
         typer.echo("methods:")
         for name in METHODS.names():
@@ -235,6 +241,14 @@ def ls(what: str = typer.Argument("all", help="methods, suites, metrics, options
             typer.echo(f"  {name:<12} {METHODS.meta(name).get('description', '')}"
                        f"  [guidance={obj.default_guidance}{', ' + ', '.join(flags) if flags else ''}"
                        f"{'; knobs: ' + ', '.join(knobs) if knobs else ''}]")
+    if what in ("all", "merges"):
+        from .merging import merge_registry
+
+        merges = merge_registry()
+        typer.echo("merges (dcobench merge --method NAME, dcobench run --merge NAME,...):")
+        for name in merges.names():
+            knobs = [r[0] for r in field_help(merges.get(name).config_cls) if r[0] != "sweep"]
+            typer.echo(f"  {name:<12} {merges.meta(name).get('description', '')}  [knobs: {', '.join(knobs)}]")
     if what in ("all", "suites"):
         typer.echo("suites:")
         for name in SUITES.names():

@@ -107,6 +107,13 @@ class ScoreConfig:
 
 
 @dataclass
+class ReportConfig:
+    pareto_metrics: list[str] = option(
+        [], "Subject-fidelity metrics of the Pareto plot and the dominance table (against CLIP-T); empty: dino "
+        "and clip_i. A suite whose own encoders cannot see its subjects names a better judge here.")
+
+
+@dataclass
 class MethodConfig:
     """Fields shared by every method; each objective subclasses this with its own knobs."""
 
@@ -125,10 +132,16 @@ class RunConfig:
     model: str = option("", "Base model (diffusers folder or hub id) replacing the suite's own.")
     seeds: list[int] = option([0], "Training seeds; each is its own cell.")
     subjects: list[str] = option([], "Run only these subjects of the suite; empty runs all.")
+    merge: list[str] = option(
+        [], "Merge methods (direct, ziplora): also train each method's style LoRAs, merge every subject "
+        "LoRA with every style LoRA and sample '<prompt>, in <style> style'; `--merge` sets it.")
+    merges: dict[str, MethodConfig] = option({}, "Merge method name -> its config, e.g. merges.ziplora.steps=50.")
+    styles: list[str] = option([], "Styles that --merge pairs with the subjects; empty uses all of the suite's.")
     device: str = option("auto", "auto, cpu, cuda or cuda:N.")
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "LoRA training."})
     sample: SampleConfig = field(default_factory=SampleConfig, metadata={"help": "Sampling."})
     score: ScoreConfig = field(default_factory=ScoreConfig, metadata={"help": "Scoring."})
+    report: ReportConfig = field(default_factory=ReportConfig, metadata={"help": "Report."})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import hashlib
 import itertools
 import json
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import methods as _methods  # noqa: F401  (registers the objectives)
@@ -34,10 +34,11 @@ class Plan:
     suite: Suite
     methods: list[str]
     cells: list["Cell"]
+    merge_cells: list = field(default_factory=list)  # merging.MergeCell, when config.merge is set
 
 
 def resolve(config_path=None, overrides=(), methods: list[str] | None = None, suite: str | None = None,
-            data: str | None = None, model: str | None = None):
+            data: str | None = None, model: str | None = None, merge: list[str] | None = None):
     """Return (RunConfig, Suite, selected method names); raises DcoError on any bad input."""
     file_cfg = load_yaml(config_path) if config_path else {}
     over: dict = {}
@@ -51,6 +52,9 @@ def resolve(config_path=None, overrides=(), methods: list[str] | None = None, su
     suite_obj = get_suite(picks["suite"], picks["data"], picks["model"])
     raw = deep_merge(deep_merge(suite_obj.defaults, file_cfg), over)
     raw.update(picks)
+    if merge is not None:
+        raw["merge"] = merge
+    raw_merges = raw.pop("merges", None) or {}
     raw_methods = raw.pop("methods", None) or {}
     if not isinstance(raw_methods, dict):
         raise DcoError("methods: expected a mapping of method name -> options; pick methods with --methods")
@@ -68,7 +72,12 @@ def resolve(config_path=None, overrides=(), methods: list[str] | None = None, su
                 raise DcoError(f"methods.{name}.sweep.{knob}: give at least one value")
             for v in values:
                 _apply_knob(mcfg, TrainConfig(), SampleConfig(), knob, v, f"methods.{name}.sweep.{knob}")
+    from .merging import merge_configs
+
+    cfg.merges = merge_configs(cfg, raw_merges)
     suite_obj.select(cfg.subjects)
+    if cfg.styles:
+        suite_obj.merge_styles(cfg.styles)
     return cfg, suite_obj, selected
 
 
@@ -100,6 +109,14 @@ def _apply_knob(mcfg, train, sample, knob: str, value, where: str):
 
 def _hash(obj) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def sample_identity(sample: SampleConfig) -> dict:
+    """The sampling fields that matter: the other guidance mode's scales do not change an image."""
+    out = dataclasses.asdict(sample)
+    for k in (("w_text", "w_con") if sample.guidance == "cfg" else ("cfg_scale",)):
+        out.pop(k)
+    return out
 
 
 def model_identity(model: str) -> str:
@@ -144,11 +161,7 @@ class Cell:
         }
 
     def identity(self) -> dict:
-        sample = dataclasses.asdict(self.sample)
-        drop = ("w_text", "w_con") if self.guidance == "cfg" else ("cfg_scale",)
-        for k in drop:
-            sample.pop(k)
-        return {**self.train_identity(), "sample": sample, "prompts": self.prompts()}
+        return {**self.train_identity(), "sample": sample_identity(self.sample), "prompts": self.prompts()}
 
     def prompts(self) -> list[str]:
         prompts = list(self.subject.prompts)
@@ -188,6 +201,10 @@ def expand(cfg: RunConfig, suite: Suite, methods: list[str]) -> list[Cell]:
     return cells
 
 
-def make_plan(config_path=None, overrides=(), methods=None, suite=None, data=None, model=None) -> Plan:
-    cfg, suite_obj, selected = resolve(config_path, overrides, methods, suite, data, model)
-    return Plan(cfg, suite_obj, selected, expand(cfg, suite_obj, selected))
+def make_plan(config_path=None, overrides=(), methods=None, suite=None, data=None, model=None, merge=None) -> Plan:
+    from .merging import expand_merges
+
+    cfg, suite_obj, selected = resolve(config_path, overrides, methods, suite, data, model, merge)
+    cells = expand(cfg, suite_obj, selected)
+    merges = expand_merges(cfg, suite_obj, selected, cells[0].model_id if cells else model_identity(suite_obj.model))
+    return Plan(cfg, suite_obj, selected, cells, merges)

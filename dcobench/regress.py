@@ -20,6 +20,8 @@ DEFAULT_TOLERANCE = 0.02
 
 
 def group_key(result: dict) -> str:
+    if result.get("kind") == "merge":  # `--merge` rows never pool with the method's own cells
+        return f"{result['method']}/merge={result['merge']}"
     knobs = ",".join(f"{k}={v}" for k, v in sorted(result.get("knobs", {}).items()))
     return f"{result['method']}[{knobs}]" if knobs else result["method"]
 

@@ -33,6 +33,12 @@ from .tokens import META_FILE as TOKENS_META
 from .tokens import load_tokens, unload_tokens
 from .trainer import PriorData, encode_images, train_lora
 
+
+def run_merge_cell(ctx, cell, store, progress) -> int:
+    from .merging import run_merge_cell as run
+
+    return run(ctx, cell, store, progress)
+
 console = Console(stderr=True)
 
 
@@ -42,29 +48,37 @@ def run_plan(plan: Plan, out: str | Path, show_progress: bool = True) -> dict:
     store.root.mkdir(parents=True, exist_ok=True)
     write_json_if_changed(store.root / "run.json", {
         "suite": plan.suite.name, "model": plan.suite.model, "methods": plan.methods,
+        **({"merge": plan.config.merge} if plan.config.merge else {}),
         "config": dataclasses.asdict(plan.config),
     })
     todo = [c for c in plan.cells if not store.is_done(c.cell_id)]
-    stats = {"cells": len(plan.cells), "skipped": len(plan.cells) - len(todo), "trained": 0, "sampled": 0}
-    if not todo:
-        console.print(f"all {len(plan.cells)} cells already done in {store.root}")
+    merge_todo = [c for c in plan.merge_cells if not store.is_done(c.cell_id)]
+    n_cells = len(plan.cells) + len(plan.merge_cells)
+    stats = {"cells": n_cells, "skipped": n_cells - len(todo) - len(merge_todo), "trained": 0, "sampled": 0}
+    if not todo and not merge_todo:
+        console.print(f"all {n_cells} cells already done in {store.root}")
         return stats
     device = resolve_device(plan.config.device)
     scorer = Scorer(plan.config.score, device) if plan.config.score.enabled else None  # fail fast on weights
     dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[plan.config.train.mixed_precision]
     pipe = load_pipeline(plan.suite.model, device, dtype)
     pipe.vae.to(torch.float32)  # encoding and decoding stay fp32: cheap, and SDXL's VAE overflows in fp16
-    ctx = _Context(pipe, plan.cells[0].train.resolution, scorer, model_id=plan.cells[0].model_id)
+    first = (plan.cells or plan.merge_cells)[0]
+    ctx = _Context(pipe, first.train.resolution, scorer, model_id=first.model_id)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=console, disable=not show_progress)
     with progress if show_progress else nullcontext():
-        cells_task = progress.add_task("cells", total=len(plan.cells), completed=stats["skipped"])
+        cells_task = progress.add_task("cells", total=n_cells, completed=stats["skipped"])
         for cell in todo:
             lora_dir = store.lora(cell.train_id)
             if not (lora_dir / "train.json").is_file():
                 _train(ctx, cell, lora_dir, progress)
                 stats["trained"] += 1
             _sample(ctx, cell, lora_dir, store)
+            stats["sampled"] += 1
+            progress.advance(cells_task)
+        for cell in merge_todo:
+            stats["trained"] += run_merge_cell(ctx, cell, store, progress)
             stats["sampled"] += 1
             progress.advance(cells_task)
     return stats
@@ -142,6 +156,36 @@ def _train(ctx: _Context, cell: Cell, lora_dir: Path, progress: Progress) -> Non
         progress.remove_task(task)
 
 
+def sample_from(ctx: _Context, folder: Path, token_dirs: list[Path], jobs, sample_cfg, guidance: str,
+                cell_dir: Path) -> dict:
+    """Sample `jobs` with the LoRA in `folder` (and the new tokens saved in `token_dirs`) loaded
+    through diffusers, exactly as a user would; returns the manifest."""
+    load_lora(ctx.pipe, folder)
+    tokens = []
+    try:
+        for d in token_dirs:
+            if (d / TOKENS_META).is_file():
+                tokens += load_tokens(ctx.pipe, d)
+        if tokens:
+            ctx.cond.clear()
+        return sample_grid(ctx.sampler, jobs, sample_cfg, guidance, cell_dir)
+    finally:
+        unload_lora(ctx.pipe)
+        if tokens:
+            unload_tokens(ctx.pipe, tokens)
+            ctx.cond.clear()
+
+
+def finish_cell(ctx: _Context, cell_dir: Path, result: dict, manifest: dict) -> None:
+    """Write the manifest, score, and write result.json last: its presence marks the cell done."""
+    atomic_write_json(cell_dir / "manifest.json", manifest)
+    result.update({"images": [r["file"] for r in manifest["images"]], "manifest": "manifest.json",
+                   "guidance": manifest["guidance"], "provenance": provenance()})
+    if ctx.scorer is not None:
+        result.update(ctx.scorer.score_cell(cell_dir, result, manifest))
+    atomic_write_json(cell_dir / "result.json", result)
+
+
 def _sample(ctx: _Context, cell: Cell, lora_dir: Path, store: RunDir) -> None:
     cell_dir = store.cell(cell.cell_id)
     prompts = cell.prompts()
@@ -149,18 +193,7 @@ def _sample(ctx: _Context, cell: Cell, lora_dir: Path, store: RunDir) -> None:
     start = time.perf_counter()
     step = cell.sample.lora_step
     folder = lora_dir / f"checkpoint-{step}" if step and step != cell.train.steps else lora_dir
-    load_lora(ctx.pipe, folder)
-    tokens = load_tokens(ctx.pipe, folder) if (folder / TOKENS_META).is_file() else []
-    if tokens:
-        ctx.cond.clear()
-    try:
-        manifest = sample_grid(ctx.sampler, jobs, cell.sample, cell.guidance, cell_dir)
-    finally:
-        unload_lora(ctx.pipe)
-        if tokens:
-            unload_tokens(ctx.pipe, tokens)
-            ctx.cond.clear()
-    atomic_write_json(cell_dir / "manifest.json", manifest)
+    manifest = sample_from(ctx, folder, [folder], jobs, cell.sample, cell.guidance, cell_dir)
     train_info = read_json(lora_dir / "train.json")
     result = {
         "cell_id": cell.cell_id,
@@ -172,21 +205,15 @@ def _sample(ctx: _Context, cell: Cell, lora_dir: Path, store: RunDir) -> None:
         "identifier": cell.subject.identifier,
         "seed": cell.seed,
         "knobs": cell.knobs,
-        "guidance": manifest["guidance"],
         "suite": cell.suite.name,
         "model": cell.suite.model,
         "config": cell.identity(),
         "lora": str(Path("..", "..", "loras", folder.relative_to(store.root / "loras"), WEIGHT_NAME)),
-        "images": [r["file"] for r in manifest["images"]],
-        "manifest": "manifest.json",
         "references": [str(p) for p in cell.subject.images],
         "timing": {"train_s": train_info["seconds"], "sample_s": round(time.perf_counter() - start, 3)},
         "train": {"final_loss": train_info["losses"][-1] if train_info["losses"] else None, "last": train_info["last"]},
-        "provenance": provenance(),
     }
-    if ctx.scorer is not None:
-        result.update(ctx.scorer.score_cell(cell_dir, result, manifest))
-    atomic_write_json(store.result_path(cell.cell_id), result)
+    finish_cell(ctx, cell_dir, result, manifest)
 
 
 def rescore(run_dir: str | Path, cfg, force: bool = False) -> dict:

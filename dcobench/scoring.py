@@ -123,6 +123,9 @@ class Scorer:
         images = [read_rgb(cell_dir / r["file"]) for r in records]
         ident, noun = result.get("identifier", ""), result.get("class_noun", "")
         texts = [scored_prompt(r["prompt"], ident, noun, self.cfg.clip_t_prompt) for r in records]
+        if result.get("style_identifier"):  # a merge cell's prompt names the style's identifier too
+            texts = [scored_prompt(t, result["style_identifier"], result.get("style_class_noun", ""),
+                                   self.cfg.clip_t_prompt) for t in texts]
         style_refs = result.get("style_references") or (result["references"] if result.get("kind") == "style" else [])
         refs = {"references": result.get("references") or [], "style_references": style_refs}
         values = self.score_images(images, texts, refs, [r["prompt"] for r in records])
@@ -141,6 +144,8 @@ class Scorer:
         buf = io.StringIO()
         rows.to_csv(buf, index=False, float_format="%.6f")
         atomic_write_bytes(cell_dir / name, buf.getvalue().encode())
+        # a judge may abstain on some images (NaN): a cell's figure is over the images it judged
+        finite = {k: v[torch.isfinite(v)] for k, v in values.items()}
         metrics = {k: {"mean": float(v.mean()), "std": float(v.std(unbiased=False)), "n": int(v.numel())}
-                   for k, v in values.items()}
+                   for k, v in finite.items() if v.numel()}
         return {"scores": name, "metrics": metrics, "protocol": proto}

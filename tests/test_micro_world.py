@@ -86,7 +86,7 @@ def test_oracle_on_subjects(subject):
         assert all(v is True for v in verdict.values()), (scene, verdict)
     # The class prior (a plain shape of the class noun) and other subjects are not a match.
     ref = reference_scenes(subject)[0]
-    prior = Scene(SUBJECTS[subject].class_noun, "red", ref.background, ref.position, ref.size)
+    prior = Scene(SUBJECTS[subject].class_shape, "red", ref.background, ref.position, ref.size)
     assert oracle.judge(render(prior), ref)["subject_match"] is False
     for other in HELDOUT_SUBJECTS:
         if other != subject:
@@ -147,7 +147,7 @@ def test_write_subject_and_style_folders(tmp_path):
     out = write_subject_folder("star", tmp_path / "star")
     meta = yaml.safe_load((out / "subject.yaml").read_text())
     assert meta["name"] == "star" and meta["kind"] == "subject"
-    assert meta["identifier"] == "sks" and meta["class_noun"] == "triangle"
+    assert meta["identifier"] == "sks" and meta["class_noun"] == "yellow triangle"
     assert meta["prompts"] == [caption(s) for s in eval_prompts("star")]
     refs = reference_scenes("star")
     for i, scene in enumerate(refs):
@@ -161,3 +161,44 @@ def test_write_subject_and_style_folders(tmp_path):
     assert meta["kind"] == "style" and meta["identifier"] == STYLE_IDENTIFIERS["dotted"]
     assert all(STYLE_IDENTIFIERS["dotted"] in p for p in meta["prompts"])
     assert oracle.style(np.asarray(Image.open(out / "00.png"))) == "dotted"
+
+
+def test_oracle_judges_merged_prompts_of_rendered_scenes():
+    """`--merge` prompts (a subject in a held-out style) are in the oracle's index and judged right."""
+    from dcobench.micro import metrics, world
+
+    for name in world.SUBJECTS:
+        for scene in world.eval_prompts(name):
+            if scene.style != "plain":
+                continue
+            styled = metrics.scene_for(world.caption(scene) + ", in kxv style")
+            assert styled is not None and styled.style == "striped" and styled.subject == name
+            assert all(oracle.judge(world.render(styled), styled).values())
+            assert not oracle.judge(world.render(scene), styled)["style"]  # plain is not striped
+
+
+def test_background_leak_metric_counts_only_the_references_background():
+    from dcobench.micro import metrics, world
+
+    leak = metrics.LeakMetric()
+    black = world.eval_prompts("star")[0]  # black background
+    assert black.background == "black"
+    on_white = world.Scene(black.shape, None, "white", black.position, black.size, "plain", "star")
+    prompts = [world.caption(black)] * 2 + [world.caption(on_white), "a photo of a dog"]
+    images = [world.render(black), world.render(on_white), world.render(on_white), world.render(black)]
+    values = leak.judge_images(images, prompts).tolist()
+    assert values[:2] == [0.0, 1.0]
+    assert all(v != v for v in values[2:])  # NaN: nothing to leak / not a micro caption
+
+
+def test_subject_folder_base_prompts_are_the_worlds_class_captions(tmp_path):
+    """The harness's base prompt (identifier -> class noun) is exactly the world's class-prior
+    caption, article included, so DCO's reference pass and consistency guidance stay in distribution."""
+    from dcobench.micro import world
+    from dcobench.suites.base import load_subject
+
+    for name in world.SUBJECTS:
+        subject = load_subject(world.write_subject_folder(name, tmp_path / name))
+        scenes = world.eval_prompts(name)
+        assert [subject.base(p) for p in subject.prompts] == [world.base_caption(s) for s in scenes]
+        assert subject.base_captions == [world.base_caption(s) for s in world.reference_scenes(name)]

@@ -164,6 +164,17 @@ def test_dominance_one_method_dominates():
     assert not table["dominated"].any()
 
 
+def test_dominance_on_the_runs_chosen_subject_metric():
+    """report.pareto_metrics picks the subject axes: here CLIP-I alone, so DINO no longer protects b."""
+    points = {("a", "k=1"): (0.5, 0.80, 0.30), ("b", "k=1"): (0.9, 0.70, 0.20)}
+    assert not dominated_table(_summary(points))["dominated"].any()
+    summary = _summary(points)
+    summary.attrs["pareto_metrics"] = ["clip_i"]
+    table = dominated_table(summary)
+    assert table.attrs["criteria"] == ["clip_t", "clip_i"]
+    assert list(table["dominated_by"]) == ["", "a k=1"]
+
+
 def test_mismatched_protocols_are_split_and_flagged(tmp_path):
     make_run(tmp_path, protocol_of=lambda method, subject: "p1" if subject == "cat" else "p0")
     df = load_cells(tmp_path / "run")

@@ -213,7 +213,7 @@ def identities(with_subjects: bool = True) -> list[tuple]:
     """(shape, colour, style, subject) of every object look in the world."""
     out = [(sh, c, st, None) for sh in SHAPES for c in COLORS for st in STYLES]
     if with_subjects:
-        out += [(SUBJECTS[n].class_noun, None, st, n) for n in SUBJECTS for st in STYLES]
+        out += [(SUBJECTS[n].class_shape, None, st, n) for n in SUBJECTS for st in STYLES]
     return out
 
 

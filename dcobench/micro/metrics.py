@@ -9,6 +9,7 @@ the prompted one (a model that overfits its white-background references fails it
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,13 @@ def _scene_index() -> dict[str, world.Scene]:
     for name in list(world.SUBJECTS) + list(world.HELDOUT_STYLES):
         for scene in world.eval_prompts(name) + (world.reference_scenes(name) if name in world.SUBJECTS else []):
             scenes[world.caption(scene)] = scene
+    # `dcobench run --merge` prompts: a subject's plain evaluation scenes in a held-out style
+    for name in world.SUBJECTS:
+        for scene in world.eval_prompts(name):
+            if scene.style == "plain":
+                for style in world.HELDOUT_STYLES:
+                    styled = dataclasses.replace(scene, style=style)
+                    scenes[world.caption(styled)] = styled
     return scenes
 
 
@@ -34,6 +42,31 @@ def scene_for(prompt: str) -> world.Scene | None:
     if _SCENES is None:
         _SCENES = _scene_index()
     return _SCENES.get(prompt)
+
+
+REFERENCE_BACKGROUND = "white"  # every held-out subject's references share it (world.reference_scenes)
+
+
+@dataclass(frozen=True)
+class LeakMetric:
+    """1 when an image shows the references' background although its prompt asks for another;
+    NaN for prompts that ask for the references' background (nothing to leak) or are not micro
+    captions. Lower is better: this is DreamBooth-style overfitting, measured directly."""
+
+    name: str = "oracle_bg_leak"
+    keys: tuple[str, ...] = ("background",)
+    role: str = "oracle"
+    against: str = "prompt"
+
+    def judge_images(self, images: list[np.ndarray], prompts: list[str]) -> torch.Tensor:
+        out = []
+        for img, prompt in zip(images, prompts):
+            scene = scene_for(prompt)
+            if scene is None or scene.subject is None or scene.background == REFERENCE_BACKGROUND:
+                out.append(float("nan"))
+            else:
+                out.append(float(oracle.background(img) == REFERENCE_BACKGROUND))
+        return torch.tensor(out, dtype=torch.float32)
 
 
 @dataclass(frozen=True)
@@ -64,3 +97,8 @@ for _name, _keys, _label in (
     METRICS.register(_name, OracleMetric(_name, _keys), higher_is_better=True,
                      kind="subject" if _name == "oracle_subject" else "prompt", label=_label,
                      aggregate="fraction of images the exact oracle accepts; mean ± 95% CI over cells")
+
+METRICS.register("oracle_bg_leak", LeakMetric(), higher_is_better=False, kind="prompt",
+                 label="Oracle: references' background leaked",
+                 aggregate="fraction of the images prompted for another background that show the references' "
+                           "white one; mean ± 95% CI over cells")

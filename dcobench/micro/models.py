@@ -11,8 +11,8 @@ Recipe (from the feasibility study in NOTES.md, "A micro world that worked"):
 * CLIPTextModel (hidden 64, 2 layers) trained jointly with the UNet, 10% empty captions so
   classifier-free guidance works, AdamW 1e-3, gradient clipping, EMA; the EMA weights are saved.
 
-Text length is 20 tokens, not the 16 of the study: the world's longest captions ("a zwx square on
-a gray background, large, bottom left, in kxv style") are 19 tokens with BOS/EOS, and at 16 the
+Text length is 20 tokens, not the 16 of the study: the world's longest captions ("a sks yellow
+triangle on a gray background, large, bottom left, in outline style") are 19 tokens with BOS/EOS, and at 16 the
 style words of two thirds of the training captions and every held-out-style identifier were cut.
 
 Data is the finite pretraining world (2070 distinct scenes): a pool of ``sample_scenes`` draws is

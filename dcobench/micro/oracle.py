@@ -237,7 +237,7 @@ def _features(a) -> np.ndarray:
 @lru_cache(maxsize=4096)
 def _template(candidate: str, style: str, size: str, bg: str) -> np.ndarray | None:
     if candidate in SUBJECTS:
-        scene = Scene(SUBJECTS[candidate].class_noun, None, bg, "center", size, style, candidate)
+        scene = Scene(SUBJECTS[candidate].class_shape, None, bg, "center", size, style, candidate)
     else:
         col, shp = candidate.split()
         if col == bg:

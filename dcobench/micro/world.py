@@ -16,10 +16,11 @@ white: the palette-shift style) are pretraining styles; "striped" (2-row bands)
 and "dotted" (1 px dots, period 2) are HELD OUT and only named through rare
 identifiers ("in kxv style").  Held-out subjects have a silhouette plus a fixed
 colour pattern that is their identity; their class noun is the pretraining
-shape they most resemble (star -> "triangle": pointy; checker -> "square";
-bullseye -> "circle"), as DreamBooth's prior preservation needs.  Captions are
+look they most resemble, in the caption form pretraining uses (star -> "yellow
+triangle": pointy and mostly yellow; checker -> "green square"; bullseye ->
+"red circle"), as DreamBooth's prior preservation and DCO's base prompt need.  Captions are
 compositional: "a red circle on a blue background, small, top left, in outline
-style", "a sks triangle on a white background, large, center".
+style", "a sks yellow triangle on a white background, large, center".
 """
 from __future__ import annotations
 
@@ -56,16 +57,26 @@ STYLE_IDENTIFIERS = {"striped": "kxv", "dotted": "ptz"}
 @dataclass(frozen=True)
 class Subject:
     name: str
-    class_noun: str
+    class_shape: str  # the pretraining shape it most resembles
     identifier: str
     silhouette: str  # "star", "square" or "circle"
     colors: tuple[str, ...]  # identity colours, named from COLORS
 
+    @property
+    def class_noun(self) -> str:
+        """The class prior as the base model knows it: "yellow triangle", a pretraining caption's
+        colour + shape. A bare "triangle" never occurs in pretraining captions, so the base model
+        answered it with a gray background whatever the prompt said (measured); with the colour,
+        the base prompt, DCO's reference pass and consistency guidance are in distribution."""
+        return f"{self.colors[0]} {self.class_shape}"
+
 
 SUBJECTS: dict[str, Subject] = {
     "star": Subject("star", "triangle", "sks", "star", ("yellow", "purple")),
-    "checker": Subject("checker", "square", "zwx", "square", ("green", "orange")),
-    "bullseye": Subject("bullseye", "circle", "qlv", "circle", ("red", "yellow"))}
+    # one-piece identifiers ("bnp</w>", "bsp</w>", like "sks</w>"): with the colour in the class
+    # noun, two-piece ones ("zwx" = z + wx) pushed the restyle prompts past the 20-token text length
+    "checker": Subject("checker", "square", "bnp", "square", ("green", "orange")),
+    "bullseye": Subject("bullseye", "circle", "bsp", "circle", ("red", "yellow"))}
 HELDOUT_SUBJECTS = tuple(SUBJECTS)
 _PAIRS = {(s, c) for s in SHAPES for c in COLORS}
 _LAYOUTS = {(b, p, s) for b in BACKGROUNDS for p in POSITIONS for s in SIZES}
@@ -219,7 +230,7 @@ def sample_scenes(n: int, seed: int, pretraining: bool = True) -> list[Scene]:
             bg = pick(list(BACKGROUNDS))
         layout = (pick(POSITIONS), pick(SIZES), pick(PRETRAIN_STYLES if pretraining else STYLES))
         if not pretraining and subj_draw < 0.25:
-            out.append(Scene(sub.class_noun, None, bg, *layout, sub.name))
+            out.append(Scene(sub.class_shape, None, bg, *layout, sub.name))
         else:
             out.append(Scene(shape, color, bg, *layout))
     return out
@@ -236,7 +247,7 @@ def reference_scenes(subject: str, n: int = 4) -> list[Scene]:
     if not 3 <= n <= len(_REF_LAYOUTS):
         raise ValueError("between 3 and 6 reference scenes")
     sub = SUBJECTS[subject]
-    return [Scene(sub.class_noun, None, "white", p, s, "plain", subject)
+    return [Scene(sub.class_shape, None, "white", p, s, "plain", subject)
             for p, s in _REF_LAYOUTS[:n]]
 
 
@@ -269,7 +280,7 @@ def eval_prompts(name: str) -> list[Scene]:
     ``caption`` and check generations with ``oracle.judge``."""
     if name in SUBJECTS:
         sub = SUBJECTS[name]
-        return [Scene(sub.class_noun, None, bg, p, s, st, name) for bg, p, s, st in _SUBJECT_EVALS]
+        return [Scene(sub.class_shape, None, bg, p, s, st, name) for bg, p, s, st in _SUBJECT_EVALS]
     if name in HELDOUT_STYLES:
         return [Scene(*row, name) for row in _STYLE_EVALS]
     raise ValueError(f"{name!r} is neither a held-out subject nor a held-out style")

@@ -9,7 +9,11 @@ summary files, and a report can be rebuilt anywhere the run folder is copied.
     tables.py   summarise: mean ± 95% t-CI per protocol × method × knob; summary.csv / summary.md
     pareto.py   pareto_frontier, dominated_table, plot_pareto (pareto.png / pareto.svg)
     grids.py    cell_grid: references + one row per prompt -> grids/<cell_id>.png
+    merges.py   the merge-interference table (merge.csv / merge.md) and subject × style figures
     html.py     index.html: all of the above in one self-contained page
+
+Merge cells (`dcobench run --merge`, kind "merge") feed only the merge-interference outputs; the
+summary, the Pareto plot and the dominance table are folded from the other cells.
 
 Cells scored under different protocols are never pooled: tables and plots are split per protocol
 and every output carries a "protocols differ: ..." warning.
@@ -24,6 +28,7 @@ from ..store import atomic_write_bytes, read_json
 from .collect import load_cells
 from .grids import cell_grid
 from .html import render_html
+from .merges import interference_table, write_merge_figures, write_merge_table
 from .pareto import dominated_table, pareto_frontier, plot_pareto
 from .tables import protocol_warnings, summarise, write_summary
 
@@ -31,18 +36,28 @@ __all__ = ["write_report", "load_cells", "summarise", "pareto_frontier", "domina
            "cell_grid", "protocol_warnings"]
 
 
-def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
+def write_report(run_dir: str | Path, out_dir: str | Path | None = None,
+                 pareto_metrics: list[str] | None = None) -> dict[str, Path]:
     """Write the report of `run_dir` under `out_dir` (default RUN/report); returns name -> path.
 
+    `pareto_metrics` overrides the run's `report.pareto_metrics` (the Pareto plot's subject axes).
     Keys: summary_csv, summary_md, dominance_csv, pareto_png, pareto_svg, index_html, and
-    `grid:<cell_id>` for each cell. Raises DcoError when the run folder has no finished cells.
+    `grid:<cell_id>` for each cell; with merge cells also merge_csv, merge_md and
+    `merge_figure:<subject>+<style>`. Raises DcoError when the run folder has no finished cells.
     """
     run_dir = Path(run_dir)
-    df = load_cells(run_dir)
+    every = load_cells(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
 
-    warnings = protocol_warnings(df)
+    warnings = protocol_warnings(every)
+    df = every[every["kind"] != "merge"]
+    df.attrs = every.attrs
     summary = summarise(df)
+    if pareto_metrics is None:  # what the run asked for (report.pareto_metrics in run.json)
+        run_json = run_dir / "run.json"
+        config = read_json(run_json).get("config", {}) if run_json.is_file() else {}
+        pareto_metrics = (config.get("report") or {}).get("pareto_metrics") or []
+    summary.attrs["pareto_metrics"] = list(pareto_metrics)
     paths = write_summary(summary, out, warnings)
 
     dominance = dominated_table(summary)
@@ -61,7 +76,16 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> dict
         paths[f"grid:{result['cell_id']}"] = path
         grids[result["cell_id"]] = path.read_bytes()
 
-    page = render_html(df, summary, dominance, warnings, paths["pareto_png"].read_bytes(), grids, results)
+    merge_table, merge_figures = None, {}
+    if (every["kind"] == "merge").any():
+        merge_table = interference_table(every)
+        paths.update(write_merge_table(merge_table, out))
+        figs = write_merge_figures(run_dir, every, out)
+        paths.update(figs)
+        merge_figures = {k.split(":", 1)[1]: p.read_bytes() for k, p in figs.items()}
+
+    page = render_html(df, summary, dominance, warnings, paths["pareto_png"].read_bytes(), grids, results,
+                       merge_table, merge_figures)
     paths["index_html"] = out / "index.html"
     atomic_write_bytes(paths["index_html"], page.encode())
     return paths

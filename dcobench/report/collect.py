@@ -12,6 +12,8 @@ Columns:
     knob_value    the knob's value as a float when exactly one numeric knob is swept, else NaN;
                   it orders a method's points along its curve
     protocol_id   the scoring protocol's id, None for a cell that is not scored yet
+    kind          subject, style, or merge (a `--merge` cell: see merging.py)
+    style, merge  a merge cell's style and row ("subject", "style" or the merge method); "" otherwise
     <metric>      one column per metric: the cell's mean over its images
     cell_dir, result_path, scores_path
 
@@ -123,6 +125,9 @@ def load_cells(run_dir: str | Path) -> pd.DataFrame:
             "knob_label": label,
             "knob_value": value,
             "protocol_id": pid,
+            "kind": result.get("kind", "subject"),
+            "style": result.get("style", ""),
+            "merge": result.get("merge", ""),
         }
         # A cell without a protocol id is not scored; its stale metrics (if any) are not trusted.
         for name, stats in (result.get("metrics") or {}).items() if pid else ():
@@ -140,7 +145,7 @@ def load_cells(run_dir: str | Path) -> pd.DataFrame:
         if name not in df:
             df[name] = math.nan
     front = ["cell_id", "train_id", "method", "subject", "class_noun", "seed", "knob", "knob_label",
-             "knob_value", "protocol_id"]
+             "knob_value", "protocol_id", "kind", "style", "merge"]
     df = df[front + order + ["cell_dir", "result_path", "scores_path"]]
     df = df.sort_values(["method", "knob_value", "knob_label", "subject", "seed", "cell_id"],
                         na_position="last", kind="mergesort").reset_index(drop=True)

@@ -114,8 +114,24 @@ def _grid_caption(row: pd.Series, metrics: list[str]) -> str:
     return text + f' <span class="meta">(cell <code>{escape(str(row["cell_id"]))}</code>)</span>'
 
 
+def _merge_section(table: pd.DataFrame, figures: dict[str, bytes]) -> str:
+    from .merges import NOTE, display
+
+    parts = [f'<h2>Merge interference</h2><p class="meta">{escape(NOTE)}</p>']
+    for pid in sorted(table["protocol_id"].unique()):
+        for title, drops in (("Scores", False), ("Drop vs the unmerged LoRAs", True)):
+            header, rows = display(table, pid, drops)
+            parts.append(f"<h3>{title} (protocol <code>{escape(str(pid))}</code>)</h3>"
+                         + _table(header, rows, range(2, len(header))))
+    for pair, png in sorted(figures.items()):
+        parts.append(f"<figure><figcaption>{escape(pair)}: one row per LoRA or merge, one column per combined "
+                     f'prompt</figcaption><img class="grid" alt="merge grid {escape(pair)}" src="{data_uri(png)}"></figure>')
+    return "".join(parts)
+
+
 def render_html(df: pd.DataFrame, summary: pd.DataFrame, dominance: pd.DataFrame, warnings: list[str],
-                pareto_png: bytes, grids: dict[str, bytes], results: list[dict]) -> str:
+                pareto_png: bytes, grids: dict[str, bytes], results: list[dict],
+                merge_table: pd.DataFrame | None = None, merge_figures: dict[str, bytes] | None = None) -> str:
     """The page as a string; `grids` maps cell_id -> PNG bytes, shown in `df` order."""
     run = Path(df.attrs.get("run_dir", "")).name or "run"
     metrics = list(df.attrs.get("metrics", []))
@@ -125,6 +141,8 @@ def render_html(df: pd.DataFrame, summary: pd.DataFrame, dominance: pd.DataFrame
     parts.append(_dominance_section(dominance))
     parts.append("<h2>Pareto plot</h2>"
                  f'<img alt="Pareto plot: subject fidelity vs prompt fidelity" src="{data_uri(pareto_png)}">')
+    if merge_table is not None:
+        parts.append(_merge_section(merge_table, merge_figures or {}))
     parts.append('<h2>Grids</h2><p class="meta">Top row: the subject\'s reference images. Then one row per '
                  "prompt; columns are the sampling seeds × images per prompt.</p>")
     # Subjects together, so the methods' grids of one subject can be compared by scrolling.

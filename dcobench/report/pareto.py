@@ -44,12 +44,13 @@ def pareto_frontier(points, maximize=(True, True)) -> list[int]:
     return sorted(keep, key=lambda i: (coords[i][0], i))
 
 
-def pareto_axes(metrics) -> tuple[str | None, list[str]]:
-    """(x metric, y metrics) to plot: CLIP-T against DINO and CLIP-I, with fallbacks by kind."""
+def pareto_axes(metrics, preferred=()) -> tuple[str | None, list[str]]:
+    """(x metric, y metrics) to plot: CLIP-T against `preferred` (the run's report.pareto_metrics)
+    or DINO and CLIP-I, with fallbacks by kind."""
     metrics = list(metrics)
     prompt = [m for m in metrics if _metric_meta(m)["kind"] == "prompt"]
     x = "clip_t" if "clip_t" in metrics else (prompt[0] if prompt else None)
-    ys = [m for m in ("dino", "clip_i") if m in metrics]
+    ys = [m for m in preferred if m in metrics] or [m for m in ("dino", "clip_i") if m in metrics]
     if not ys:
         ys = [m for m in metrics if _metric_meta(m)["kind"] == "subject" and m != x][:2]
     if not ys:
@@ -63,7 +64,7 @@ def _present(summary: pd.DataFrame) -> list[str]:
 
 def dominated_table(summary: pd.DataFrame) -> pd.DataFrame:
     """For each (protocol, method, knob) point: is it dominated, and by which other method's points."""
-    x, ys = pareto_axes(_present(summary))
+    x, ys = pareto_axes(_present(summary), summary.attrs.get("pareto_metrics", ()))
     criteria = [m for m in [x, *ys] if m]
     signs = np.array([1.0 if _metric_meta(m)["higher_is_better"] else -1.0 for m in criteria])
     rows = []
@@ -155,7 +156,7 @@ def pareto_figure(summary: pd.DataFrame):
     """A matplotlib Figure: one row of panels per protocol, one panel per subject metric."""
     from matplotlib.figure import Figure
 
-    x, ys = pareto_axes(_present(summary))
+    x, ys = pareto_axes(_present(summary), summary.attrs.get("pareto_metrics", ()))
     protocols = sorted(summary["protocol_id"].unique()) if len(summary) else []
     ncols, nrows = max(1, len(ys)), max(1, len(protocols))
     fig = Figure(figsize=(6.4 * ncols, 4.9 * nrows), layout="constrained")
@@ -173,7 +174,7 @@ def pareto_figure(summary: pd.DataFrame):
             _draw_panel(ax, part, x, y, colours)
             title = f"{_metric_meta(y)['label']} vs {_metric_meta(x)['label']}"
             ax.set_title(title + (f"  [protocol {pid}]" if len(protocols) > 1 else ""), fontsize=11)
-    fig.suptitle("Subject fidelity vs prompt fidelity (mean ± 95% CI over cells; labels: knob value; "
+    fig.suptitle("Subject fidelity vs prompt fidelity\n(mean ± 95% CI over cells; labels: knob value;\n"
                  "axes fit the means, CI bars may run past them)",
                  fontsize=11)
     return fig

@@ -74,6 +74,9 @@ class Suite:
     subjects: list[Subject]
     defaults: dict = field(default_factory=dict)
     description: str = ""
+    # Style references that are only trained to be merged with a subject (`dcobench run --merge`);
+    # entries of `subjects` with kind "style" are styles too, and also get their own cells.
+    styles: list[Subject] = field(default_factory=list)
 
     def select(self, names: list[str]) -> list[Subject]:
         if not names:
@@ -83,6 +86,16 @@ class Suite:
             if n not in by_name:
                 raise DcoError(f"subjects: suite '{self.name}' has no subject '{n}'; {did_you_mean(n, by_name)}")
         return [by_name[n] for n in names]
+
+    def merge_styles(self, names: list[str]) -> list[Subject]:
+        """The styles `--merge` pairs with each subject: `styles` plus kind-style subjects."""
+        every = {s.name: s for s in self.styles + [s for s in self.subjects if s.kind == "style"]}
+        if not names:
+            return list(every.values())
+        for n in names:
+            if n not in every:
+                raise DcoError(f"styles: suite '{self.name}' has no style '{n}'; {did_you_mean(n, every) if every else 'it has none'}")
+        return [every[n] for n in names]
 
 
 def check_image(path: Path) -> None:
@@ -150,7 +163,7 @@ def load_subject(
     )
 
 
-SUITE_KEYS = {"name", "model", "resolution", "subjects", "subjects_dir", "prompts", "defaults", "description"}
+SUITE_KEYS = {"name", "model", "resolution", "subjects", "subjects_dir", "styles", "prompts", "defaults", "description"}
 
 
 def load_suite_file(path: str | Path) -> Suite:
@@ -172,13 +185,20 @@ def load_suite_file(path: str | Path) -> Suite:
     if (here / model).exists():
         model = str(here / model)
     prompts = spec.get("prompts") or []
-    subjects = []
-    for entry in spec.get("subjects") or []:
-        entry = dict(entry) if isinstance(entry, dict) else {"path": entry}
-        folder = here / entry.pop("path", entry.get("name", ""))
-        entry.setdefault("prompts", None)
-        subjects.append(load_subject(folder, **{k: entry.get(k) for k in ("class_noun", "identifier", "name", "kind")},
-                                     prompts=entry["prompts"] or prompts))
+
+    def entries(key: str, kind: str | None = None) -> list[Subject]:
+        out = []
+        for entry in spec.get(key) or []:
+            entry = dict(entry) if isinstance(entry, dict) else {"path": entry}
+            folder = here / entry.pop("path", entry.get("name", ""))
+            if kind:
+                entry["kind"] = kind
+            out.append(load_subject(folder, **{k: entry.get(k) for k in ("class_noun", "identifier", "name", "kind")},
+                                    prompts=entry.get("prompts") or (prompts if kind is None else None)))
+        return out
+
+    subjects = entries("subjects")
+    styles = entries("styles", kind="style")
     if spec.get("subjects_dir"):
         root = here / spec["subjects_dir"]
         if not root.is_dir():
@@ -197,4 +217,5 @@ def load_suite_file(path: str | Path) -> Suite:
         subjects=subjects,
         defaults=spec.get("defaults") or {},
         description=str(spec.get("description", "")),
+        styles=styles,
     )

@@ -64,15 +64,34 @@ def _write_subjects(root: Path) -> None:
         )
 
 
+STYLE = ("stripes", "kxv")  # name, identifier: diagonal stripes over any subject, for merge tests
+
+
+def _write_style(root: Path) -> None:
+    from PIL import Image
+
+    name, ident = STYLE
+    folder = root / name
+    folder.mkdir(parents=True)
+    yy, xx = np.mgrid[:32, :32]
+    for i, colour in enumerate([(30, 30, 200), (200, 30, 160), (30, 160, 60)]):
+        img = np.full((32, 32, 3), 235, np.uint8)
+        img[((xx + yy + 3 * i) // 3) % 2 == 0] = colour
+        Image.fromarray(img).save(folder / f"{i:02d}.png")
+        (folder / f"{i:02d}.txt").write_text(f"a pattern in {ident} style")
+    (folder / "subject.yaml").write_text(f"name: {name}\nclass_noun: style\nidentifier: {ident}\nkind: style\n")
+
+
 def tiny_subjects_root(root: Path | None = None) -> Path:
     root = Path(root) if root is not None else cache_dir()
-    path = root / "tiny-subjects-v1"
+    path = root / "tiny-subjects-v2"  # v2 added the style folder
     if path.is_dir():
         return path
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".building-"))
     try:
         _write_subjects(tmp)
+        _write_style(tmp)
         try:
             os.rename(tmp, path)
         except OSError:
@@ -91,6 +110,7 @@ def build() -> Suite:
         model=str(tiny_model_path("sd")),
         resolution=32,
         subjects=[load_subject(subjects_root / n, prompts=PROMPTS) for n in SUBJECTS],
+        styles=[load_subject(subjects_root / STYLE[0])],
         defaults=DEFAULTS,
         description="random weights: exercises the code path, measures nothing",
     )
