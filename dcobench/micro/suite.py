@@ -25,14 +25,16 @@ from .models import default_micro_dir
 SUBJECTS = ("star", "checker", "bullseye")
 STYLES = ("striped",)  # "dotted" is not reproducible by the micro VAE (MODEL_CARD.md)
 
-# Sized so that `dcobench run --methods dco,dreambooth` (3 subjects, 2 trainings each, 4 + 4
-# sampling knobs) finishes well under 15 minutes on a 2-core CPU.
+# Sized so that `dcobench run --methods dco,dreambooth --merge direct,ziplora` (3 subjects x 2
+# training seeds, 2 methods, 4 + 4 sampling knobs, 1 style) finishes under 15 minutes on a 2-core CPU.
 # DCO runs the paper's recipe (reference pass on the base prompt, the class noun in place of the
 # identifier), with beta calibrated to this world's loss scale: per-sample v-MSE gaps between the
 # LoRA and the base model reach ~0.1 within a few steps here (star: 0.66 vs 0.77), ~100x SD's, so
 # the paper's beta 1000 saturated the sigmoid and the loss was ~0 after ~30 steps (measured at 1000,
 # 200 and 50); beta 5 keeps beta * gap of order 1 for the whole run. Measured in the README.
 DEFAULTS = {
+    # two training seeds: 6 cells per point (3 subjects x 2), so the 95% CIs use t(5), not t(2)
+    "seeds": [0, 1],
     "train": {"steps": 300, "rank": 8, "alpha": 8.0, "lr": 3e-3, "batch_size": 4},
     "sample": {"steps": 20, "seeds": [0, 1], "batch_size": 32, "w_text": 3.0, "cfg_scale": 3.0},
     "methods": {
