@@ -103,6 +103,12 @@ def ziplora(a: LoraWeights, b: LoraWeights, cfg: ZipLoRAConfig | None = None, pi
         raise DcoError("ziplora: needs the base model and the subject's and style's reference folders "
                        "(dcobench merge --method ziplora --model M --subject DIR --style DIR)")
     unet = pipe.unet
+    layers = dict(unet.named_modules())
+    for m in a.modules:  # before check_pair: a conv LoRA would fail its shape check with a wrong reason
+        layer = layers.get(m)
+        if layer is not None and not isinstance(getattr(layer, "base_layer", layer), torch.nn.Linear):
+            raise DcoError(f"ziplora: {m} is a {type(getattr(layer, 'base_layer', layer)).__name__}; this ZipLoRA "
+                           "merges LoRAs on Linear layers only; use --method direct, or train with attention targets")
     check_pair(a, b, unet)
     unet.requires_grad_(False)
     sched = DDPMScheduler.from_config(pipe.scheduler.config)

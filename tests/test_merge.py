@@ -117,6 +117,16 @@ def test_mismatched_targets_and_corrupt_ranks(loras, tmp_path, tiny_sd_path, tin
         load_lora_weights(bad)
 
 
+def test_ziplora_refuses_conv_loras_with_the_real_reason(tmp_path, tiny_sd_path, tiny_suite):
+    from baselines.ziplora import ziplora
+
+    pipe = load_pipeline(tiny_sd_path)
+    conv = load_lora_weights(_train(pipe, tiny_suite.subjects[0], tmp_path / "conv", 0, targets=("conv1",)))
+    with pytest.raises(DcoError, match="is a Conv2d; this ZipLoRA merges LoRAs on Linear layers only"):
+        ziplora(conv, conv, ZipLoRAConfig(steps=1), pipe=pipe, cond=Conditioner(pipe, 32),
+                subject=tiny_suite.subjects[0], style=tiny_suite.subjects[1])
+
+
 def test_lora_of_another_base_model_and_missing_files(loras, tmp_path, tiny_suite, dcobench_cache):
     from dcobench.models.tiny import tiny_model_path
 
