@@ -19,16 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import MethodConfig, RunConfig, SampleConfig, TrainConfig
+from .config import MethodConfig, RunConfig
 from .errors import DcoError
-from .plan import Cell, _hash, sample_identity
-from .registry import METHODS
+from .plan import Cell, _hash, method_configs, sample_identity
 from .suites import Subject, Suite
 
 ALONE = ("subject", "style")  # the unmerged rows
@@ -58,31 +55,22 @@ def merge_configs(cfg: RunConfig, raw: dict) -> dict[str, MethodConfig]:
 
 
 @dataclass
-class MergeCell:
-    method: str
-    merge: str  # a merge method, or "subject" / "style": that LoRA alone
-    subject: Subject
-    style: Subject
-    seed: int
-    method_cfg: MethodConfig
-    merge_cfg: MethodConfig | None
-    train: TrainConfig
-    sample: SampleConfig
-    suite: Suite
-    model_id: str
+class MergeCell(Cell):
+    """A regular cell of `subject` (so `train_id` is the subject LoRA's) that also names a style
+    and a row: sampled on combined prompts with that LoRA, the style's, or their merge."""
 
-    @property
-    def guidance(self) -> str:
-        return self.sample.guidance
+    style: Subject | None = None
+    merge: str = "subject"  # a merge method, or "subject" / "style": that LoRA alone
+    merge_cfg: MethodConfig | None = None
 
     def train_cell(self, which: str) -> Cell:
         """The regular cell whose LoRA this row uses (it shares the train id, hence the file)."""
-        who = self.subject if which == "subject" else self.style
-        return Cell(self.method, who, self.seed, {}, self.method_cfg, self.train, self.sample, self.suite, self.model_id)
+        cell = Cell(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Cell)})
+        return cell if which == "subject" else dataclasses.replace(cell, subject=self.style)
 
     def prompts(self) -> list[str]:
         """The subject's prompts that do not already ask for a style, each with the style appended."""
-        own = self.train_cell("subject").prompts()
+        own = super().prompts()
         plain = [p for p in own if not _STYLED.search(p)] or own
         return [f"{p}, in {self.style.identifier} style" for p in plain]
 
@@ -91,7 +79,7 @@ class MergeCell:
 
     def merge_identity(self) -> dict:
         cfg = {k: v for k, v in dataclasses.asdict(self.merge_cfg).items() if k != "sweep"} if self.merge_cfg else {}
-        return {"subject_lora": self.train_cell("subject").train_id, "style_lora": self.train_cell("style").train_id,
+        return {"subject_lora": self.train_id, "style_lora": self.train_cell("style").train_id,
                 "merge": self.merge, "merge_config": cfg}
 
     @property
@@ -117,19 +105,15 @@ def expand_merges(cfg: RunConfig, suite: Suite, methods: list[str], model_id: st
     subjects = [s for s in suite.select(cfg.subjects) if s.kind != "style"]
     if not subjects:
         raise DcoError("--merge: no subjects to merge with the styles; select subjects of kind subject")
-    train = dataclasses.replace(cfg.train, resolution=cfg.train.resolution or suite.resolution)
     cells = []
     for name in methods:
-        objective = METHODS.get(name)
-        sample = cfg.sample
-        if sample.guidance == "auto":
-            sample = dataclasses.replace(sample, guidance=objective.default_guidance)
+        train, sample = method_configs(cfg, suite, name)
         for subject in subjects:
             for style in styles:
                 for seed in cfg.seeds:
                     for row in ALONE + tuple(cfg.merge):
-                        cells.append(MergeCell(name, row, subject, style, seed, cfg.methods[name],
-                                               cfg.merges.get(row), train, sample, suite, model_id))
+                        cells.append(MergeCell(name, subject, seed, {}, cfg.methods[name], train, sample, suite,
+                                               model_id, style=style, merge=row, merge_cfg=cfg.merges.get(row)))
     return cells
 
 
@@ -137,7 +121,7 @@ def build_merged(ctx, cell: MergeCell, subject_dir: Path, style_dir: Path, folde
     """Merge the two stored LoRAs with the cell's merge method; write `folder` atomically."""
     from baselines.merge import load_lora_weights, save_merged
 
-    from .store import atomic_write_json
+    from .store import atomic_folder, atomic_write_json
 
     fn = merge_registry().get(cell.merge)
     a, b = load_lora_weights(subject_dir), load_lora_weights(style_dir)
@@ -145,18 +129,11 @@ def build_merged(ctx, cell: MergeCell, subject_dir: Path, style_dir: Path, folde
     state, rank, info = fn(a, b, cell.merge_cfg, pipe=ctx.pipe, cond=ctx.cond, subject=cell.subject,
                            subject_latents=ctx.latents(cell.subject), style=cell.style,
                            style_latents=ctx.latents(cell.style), seed=cell.seed)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
-        info = {k: v for k, v in info.items() if not k.startswith("_")}
+    info = {k: v for k, v in info.items() if not k.startswith("_")}
+    with atomic_folder(folder) as tmp:  # replaces a killed run's leftover (it has no merge.json)
         save_merged(state, rank, a.modules, tmp, type(ctx.pipe))
         atomic_write_json(tmp / "merge.json", {**info, **cell.merge_identity(), "rank": rank, "merge_id": cell.merge_id,
                                                "seconds": round(time.perf_counter() - start, 3)})
-        if folder.exists():  # a folder without merge.json is a killed run's leftover
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run_merge_cell(ctx, cell: MergeCell, store, progress) -> int:
@@ -185,7 +162,7 @@ def run_merge_cell(ctx, cell: MergeCell, store, progress) -> int:
     manifest = sample_from(ctx, folder, token_dirs, jobs, cell.sample, cell.guidance, cell_dir)
     result = {
         "cell_id": cell.cell_id,
-        "train_id": cell.train_cell("subject").train_id,
+        "train_id": cell.train_id,
         "method": cell.method,
         "merge": cell.merge,
         "subject": cell.subject.name,

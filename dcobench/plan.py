@@ -179,16 +179,21 @@ class Cell:
         return f"{self.method}-{self.subject.name}-{_hash(self.identity())}"
 
 
+def method_configs(cfg: RunConfig, suite: Suite, method: str) -> tuple[TrainConfig, SampleConfig]:
+    """A method's unswept train and sample configs: the suite's resolution, the method's guidance."""
+    train = dataclasses.replace(cfg.train, resolution=cfg.train.resolution or suite.resolution)
+    sample = cfg.sample
+    if sample.guidance == "auto":
+        sample = dataclasses.replace(sample, guidance=METHODS.get(method).default_guidance)
+    return train, sample
+
+
 def expand(cfg: RunConfig, suite: Suite, methods: list[str]) -> list[Cell]:
     model_id = model_identity(suite.model)
-    train0 = dataclasses.replace(cfg.train, resolution=cfg.train.resolution or suite.resolution)
     cells = []
     for name in methods:
-        objective = METHODS.get(name)
         mcfg0 = cfg.methods[name]
-        sample0 = cfg.sample
-        if sample0.guidance == "auto":
-            sample0 = dataclasses.replace(sample0, guidance=objective.default_guidance)
+        train0, sample0 = method_configs(cfg, suite, name)
         knobs = list(mcfg0.sweep)
         for values in itertools.product(*(mcfg0.sweep[k] for k in knobs)):
             mcfg, train, sample = mcfg0, train0, sample0

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -27,23 +26,19 @@ from .plan import Cell, Plan
 from .registry import METHODS
 from .sampling import GuidedSampler, grid_jobs, sample_grid
 from .scoring import Scorer
-from .store import RunDir, atomic_write_json, provenance, read_json, write_json_if_changed
+from .store import RunDir, atomic_folder, atomic_write_json, provenance, read_json, write_json_if_changed
 from .prior import class_images, class_prompt_for
 from .tokens import META_FILE as TOKENS_META
 from .tokens import load_tokens, unload_tokens
 from .trainer import PriorData, encode_images, train_lora
-
-
-def run_merge_cell(ctx, cell, store, progress) -> int:
-    from .merging import run_merge_cell as run
-
-    return run(ctx, cell, store, progress)
 
 console = Console(stderr=True)
 
 
 def run_plan(plan: Plan, out: str | Path, show_progress: bool = True) -> dict:
     """Run every unfinished cell; returns counts of what was done."""
+    from .merging import run_merge_cell  # merging builds on this module's training and sampling
+
     store = RunDir(out)
     store.root.mkdir(parents=True, exist_ok=True)
     write_json_if_changed(store.root / "run.json", {
@@ -127,32 +122,28 @@ def _train(ctx: _Context, cell: Cell, lora_dir: Path, progress: Progress) -> Non
     objective = METHODS.get(cell.method)(cell.method_cfg)
     prior = ctx.prior(cell) if objective.needs_prior else None
     task = progress.add_task(f"train {cell.train_id}", total=cell.train.steps)
-    lora_dir.parent.mkdir(parents=True, exist_ok=True)
     for stale in lora_dir.parent.glob(f".{lora_dir.name}.*"):  # left by a killed run of this same LoRA
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(dir=lora_dir.parent, prefix=f".{lora_dir.name}."))
     report = None
     try:
-        report = train_lora(ctx.pipe, ctx.cond, ctx.latents(cell.subject), cell.subject, objective, cell.train,
-                            cell.seed, on_step=lambda step, logs: progress.advance(task),
-                            on_checkpoint=lambda step, tokens: _save(ctx, tmp / f"checkpoint-{step}", tokens),
-                            prior=prior)
-        _save(ctx, tmp, report.tokens)
-        atomic_write_json(tmp / "train.json", {
-            "train_id": cell.train_id, "config": cell.train_identity(), "losses": report.losses,
-            "last": report.last, "seconds": round(report.seconds, 3), "steps": report.steps,
-            "provenance": provenance(),
-        })
-        if lora_dir.exists():  # a half-finished folder from a killed run never has train.json
-            shutil.rmtree(lora_dir)
-        tmp.rename(lora_dir)
+        # a half-finished lora_dir from a killed run never has train.json; this replaces it
+        with atomic_folder(lora_dir) as tmp:
+            report = train_lora(ctx.pipe, ctx.cond, ctx.latents(cell.subject), cell.subject, objective, cell.train,
+                                cell.seed, on_step=lambda step, logs: progress.advance(task),
+                                on_checkpoint=lambda step, tokens: _save(ctx, tmp / f"checkpoint-{step}", tokens),
+                                prior=prior)
+            _save(ctx, tmp, report.tokens)
+            atomic_write_json(tmp / "train.json", {
+                "train_id": cell.train_id, "config": cell.train_identity(), "losses": report.losses,
+                "last": report.last, "seconds": round(report.seconds, 3), "steps": report.steps,
+                "provenance": provenance(),
+            })
     finally:
         if "dcobench_train" in getattr(ctx.pipe.unet, "peft_config", {}):
             remove_training_adapter(ctx.pipe.unet)
         if report is not None and report.tokens is not None:
             report.tokens.remove(ctx.pipe)
             ctx.cond.clear()
-        shutil.rmtree(tmp, ignore_errors=True)  # gone already unless training failed
         progress.remove_task(task)
 
 

@@ -13,11 +13,13 @@ run never leaves a truncated file under a final name.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import functools
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -26,6 +28,25 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 PACKAGES = ("dcobench", "torch", "diffusers", "transformers", "peft", "open_clip_torch", "timm", "accelerate", "numpy")
+
+
+@contextlib.contextmanager
+def atomic_folder(path: Path):
+    """Yield an empty temporary folder beside `path`; if the block succeeds, the folder takes
+    `path`'s place (a previous one is moved aside, then deleted), so `path` is never half-written.
+    If the block fails, `path` is untouched and the temporary folder is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-old-"))
+            os.rename(path, old / "x")
+            shutil.rmtree(old, ignore_errors=True)
+        os.rename(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from ..errors import DcoError
 from ..metrics.base import Backbone, file_sha256, normalise, state_sha256
-from .models import TEXT_LEN, default_micro_dir, resolve, tokenize
+from .models import TEXT_LEN, default_micro_dir, log_every, optimizer_step, resolve, tokenize, warmup_cosine
 from .world import (BACKGROUNDS, COLORS, HELDOUT_STYLES, POSITIONS, SHAPES, SIZES, STYLES, SUBJECTS,
                     Scene, base_caption, render, sample_scenes)
 
@@ -169,10 +169,6 @@ def _noise(x, gen, max_sigma=0.15):
     return x + sigma.to(x.device) * torch.randn(x.shape, generator=gen).to(x.device)
 
 
-def _log_every(steps):
-    return max(1, min(500, steps // 10))
-
-
 def train_micro_clip(steps: int, batch_size: int = 256, seed: int = 0, device=None, log=print,
                      lr: float = 2e-3) -> MicroClip:
     """InfoNCE with soft targets: duplicate captions in a batch (the world is finite) are
@@ -186,10 +182,9 @@ def train_micro_clip(steps: int, batch_size: int = 256, seed: int = 0, device=No
     torch.manual_seed(seed)
     model = MicroClip(world_vocab()).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    gen, run, every = torch.Generator().manual_seed(seed), None, _log_every(steps)
+    gen, run, every = torch.Generator().manual_seed(seed), None, log_every(steps)
     for step in range(1, steps + 1):
-        for g in opt.param_groups:  # warmup then cosine: a short run still ends annealed
-            g["lr"] = lr * min(1.0, step / 50) * 0.5 * (1 + math.cos(math.pi * step / (steps + 1)))
+        warmup_cosine(opt, lr, step, steps, warmup=50)
         idx = torch.randint(len(scenes), (batch_size,), generator=gen).to(device)
         img = F.normalize(model.image_features(_noise(images[idx], gen)), dim=-1)
         txt = F.normalize(model.text_features(ids[idx]), dim=-1)
@@ -198,10 +193,7 @@ def train_micro_clip(steps: int, batch_size: int = 256, seed: int = 0, device=No
         target = same / same.sum(1, keepdim=True)
         loss = (torch.sum(-target * logits.log_softmax(1), 1).mean()
                 + torch.sum(-target * logits.T.log_softmax(1), 1).mean()) / 2
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, loss, model.parameters())
         run = loss.item() if run is None else 0.95 * run + 0.05 * loss.item()
         if step % every == 0 or step == steps:
             log(f"micro-clip step {step}/{steps}  loss {run:.3f}  {time.time() - t0:.0f}s")
@@ -244,11 +236,10 @@ def train_micro_dino(steps: int, batch_size: int = 64, seed: int = 0, device=Non
     torch.manual_seed(seed)
     model = MicroDino(with_subjects=with_subjects).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    gen, run, every = torch.Generator().manual_seed(seed), None, _log_every(steps)
+    gen, run, every = torch.Generator().manual_seed(seed), None, log_every(steps)
     b = min(batch_size, len(ids))
     for step in range(1, steps + 1):
-        for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, step / 50) * 0.5 * (1 + math.cos(math.pi * step / (steps + 1)))
+        warmup_cosine(opt, lr, step, steps, warmup=50)
         pick = torch.randperm(len(ids), generator=gen)[:b].tolist()
         pairs = [views[i][torch.randperm(len(views[i]), generator=gen)[:2]] for i in pick]
         x = torch.cat([torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])])
@@ -257,10 +248,7 @@ def train_micro_dino(steps: int, batch_size: int = 64, seed: int = 0, device=Non
         sim.fill_diagonal_(float("-inf"))
         target = torch.cat([torch.arange(b, 2 * b), torch.arange(b)]).to(device)
         loss = F.cross_entropy(sim, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, loss, model.parameters())
         run = loss.item() if run is None else 0.95 * run + 0.05 * loss.item()
         if step % every == 0 or step == steps:
             log(f"micro-dino step {step}/{steps}  loss {run:.3f}  {time.time() - t0:.0f}s")

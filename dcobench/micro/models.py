@@ -27,8 +27,6 @@ import copy
 import functools
 import math
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -191,8 +189,22 @@ def _generic_textures(n: int, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
-def _log_every(steps: int) -> int:
+def log_every(steps: int) -> int:
     return max(1, min(500, steps // 10))
+
+
+def warmup_cosine(opt, peak: float, step: int, steps: int, warmup: int) -> None:
+    """Linear warmup over `warmup` steps, then cosine: a short run still ends annealed."""
+    for g in opt.param_groups:
+        g["lr"] = peak * min(1.0, step / warmup) * 0.5 * (1 + math.cos(math.pi * step / (steps + 1)))
+
+
+def optimizer_step(opt, loss, params) -> None:
+    """Backward, clip the gradient norm at 1, step: every micro-world trainer's update."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
 
 
 def train_vae(steps: int, batch_size: int = 32, seed: int = 0, device=None, log=print,
@@ -209,20 +221,16 @@ def train_vae(steps: int, batch_size: int = 32, seed: int = 0, device=None, log=
     n_generic = int(round(batch_size * generic_frac))
     # A bank made once: per-step generation in Python would bound the GPU step time.
     bank = _generic_textures(min(4096, max(1, steps * n_generic)), gen).to(device)
-    run, every = None, _log_every(steps)
+    run, every = None, log_every(steps)
     for step in range(1, steps + 1):
-        for g in opt.param_groups:  # warmup, then cosine: the last steps polish fine detail
-            g["lr"] = 1e-3 * min(1.0, step / 100) * 0.5 * (1 + math.cos(math.pi * step / (steps + 1)))
+        warmup_cosine(opt, 1e-3, step, steps, warmup=100)  # the last steps polish fine detail
         idx = pool.draws[torch.randint(len(pool.draws), (batch_size - n_generic,), generator=gen)]
         x = torch.cat([pixels[idx.to(device)], bank[torch.randint(len(bank), (n_generic,), generator=gen).to(device)]])
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
         mse = F.mse_loss(rec, x)
         loss = mse + kl_weight * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, loss, vae.parameters())
         run = mse.item() if run is None else 0.95 * run + 0.05 * mse.item()
         if step % every == 0 or step == steps:
             log(f"vae step {step}/{steps}  mse {run:.4f}  {time.time() - t0:.0f}s")
@@ -307,7 +315,7 @@ def train_base(vae, steps: int, batch_size: int = 32, seed: int = 0, device=None
     opt = torch.optim.AdamW([{"params": rest}, {"params": [emb], "weight_decay": 0.0}], lr=lr, weight_decay=1e-2)
     ema_u, ema_t = Ema(unet), Ema(text_encoder)
     gen = torch.Generator().manual_seed(seed + 1)
-    run, every, step = None, _log_every(steps), 0
+    run, every, step = None, log_every(steps), 0
     while step < steps and not (time_budget_s and time.time() - t0 > time_budget_s):
         step += 1
         for g in opt.param_groups:  # 100-step warmup: Adam's first steps are large with lr 1e-3
@@ -316,10 +324,7 @@ def train_base(vae, steps: int, batch_size: int = 32, seed: int = 0, device=None
         noisy, t, target = _v_batch(mean[idx], std[idx], sf, ab, gen, device)
         drop = (torch.rand(batch_size, generator=gen) < empty_frac).to(device)
         loss = _unet_loss(unet, text_encoder, noisy, t, target, torch.where(drop[:, None], empty, ids[idx]), device)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimizer_step(opt, loss, params)
         ema_u.update(unet)
         ema_t.update(text_encoder)
         run = loss.item() if run is None else 0.98 * run + 0.02 * loss.item()
@@ -373,24 +378,16 @@ def save_pipeline(pipe, path, dtype=torch.float16) -> Path:
     never sees half a model.  fp16 halves the size (the 49408x64 token table is most of it);
     load with ``torch_dtype=torch.float32`` to get fp32 weights back."""
     from ..models.pipeline import quiet_libraries
+    from ..store import atomic_folder
 
     quiet_libraries()  # diffusers warns about fp16 pipelines on the CPU: we only store them
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
-    try:
+    with atomic_folder(path) as tmp:  # a previous build is moved aside only once this one is complete
         copy.deepcopy(pipe).to("cpu", dtype).save_pretrained(tmp, safe_serialization=True)
         # transformers 5 loads in the config's dtype by default while diffusers upcasts to fp32:
         # declaring fp32 keeps a plain from_pretrained(path) consistent (fp16 is only storage).
         cfg = tmp / "text_encoder" / "config.json"
         cfg.write_text(cfg.read_text().replace('"dtype": "float16"', '"dtype": "float32"'))
-        if path.exists():  # replacing a previous build: move it aside first, then delete it
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-old-"))
-            os.rename(path, old / "x")
-            shutil.rmtree(old, ignore_errors=True)
-        os.rename(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

@@ -11,13 +11,11 @@ is a measurement, not a guess.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from ..errors import DcoError
 from ..registry import SUITES
+from ..store import atomic_folder
 from ..suites.base import Suite, load_subject
 from . import world
 from .models import default_micro_dir
@@ -56,18 +54,11 @@ def subjects_root(root: Path | None = None) -> Path:
     root = Path(root) if root is not None else default_micro_dir() / "subjects"
     if all((root / n / "subject.yaml").is_file() for n in SUBJECTS + STYLES):
         return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=".subjects-"))
-    try:
+    with atomic_folder(root) as tmp:
         for n in SUBJECTS:
             world.write_subject_folder(n, tmp / n)
         for n in STYLES:
             world.write_style_folder(n, tmp / n)
-        if root.exists():
-            shutil.rmtree(root)
-        os.rename(tmp, root)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return root
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .collect import _metric_meta
+from .merges import NOTE, display
 from .tables import CI_NOTE, display_rows, protocol_lines
 
 _CSS = """
@@ -115,8 +116,6 @@ def _grid_caption(row: pd.Series, metrics: list[str]) -> str:
 
 
 def _merge_section(table: pd.DataFrame, figures: dict[str, bytes]) -> str:
-    from .merges import NOTE, display
-
     parts = [f'<h2>Merge interference</h2><p class="meta">{escape(NOTE)}</p>']
     for pid in sorted(table["protocol_id"].unique()):
         for title, drops in (("Scores", False), ("Drop vs the unmerged LoRAs", True)):

@@ -41,8 +41,11 @@ def row_label(merge: str) -> str:
     return ALONE_LABEL.get(merge, f"merge: {merge}")
 
 
-def _row_order(merge: str) -> tuple:
-    return (0 if merge == "subject" else 1 if merge == "style" else 2, merge)
+def _row_key(merge: str, method: str) -> tuple:
+    """The unmerged rows first (subject, then style, each method's), then each method's merges."""
+    if merge in ALONE_LABEL:
+        return (0 if merge == "subject" else 1, method)
+    return (2, method, merge)
 
 
 def merge_metrics(df: pd.DataFrame) -> list[str]:
@@ -88,9 +91,7 @@ def interference_table(df: pd.DataFrame) -> pd.DataFrame:
     cols = _KEYS + ["label", "n"] + [f"{c}_{s}" for m in metrics for c in (m, f"drop_{m}") for s in ("mean", "ci")]
     table = pd.DataFrame(rows, columns=cols)
     if not table.empty:
-        # the unmerged rows first (per method), then each method's merges
-        order = table.apply(lambda r: (_row_order(r["merge"])[0] == 2, "" if r["merge"] in ALONE_LABEL else r["method"],
-                                       _row_order(r["merge"]), r["method"]), axis=1)
+        order = [_row_key(g, m) for g, m in zip(table["merge"], table["method"])]
         table = table.assign(_o=order).sort_values(["protocol_id", "_o"], kind="mergesort").drop(columns="_o")
         table = table.reset_index(drop=True)
     table.attrs = {"metrics": metrics}
@@ -143,7 +144,8 @@ def merge_figure(run_dir, df: pd.DataFrame, subject: str, style: str, tile: int 
     combined prompt (first sampling seed and image of the first training seed)."""
     cells = df[(df["kind"] == "merge") & (df["subject"] == subject) & (df["style"] == style)]
     cells = cells[cells["seed"] == cells["seed"].min()]
-    cells = cells.assign(_o=cells["merge"].map(_row_order)).sort_values(["_o", "method"], kind="mergesort")
+    cells = cells.assign(_o=[_row_key(g, m) for g, m in zip(cells["merge"], cells["method"])])
+    cells = cells.sort_values("_o", kind="mergesort")
     labelled = []
     refs = None
     for _, row in cells.iterrows():
