@@ -40,12 +40,13 @@ def _scoped_overrides(texts, prefix: list[str], example: str) -> dict:
     return out
 
 
-def _methods(text: Optional[str]) -> Optional[list[str]]:
+def _names(text: Optional[str], flag: str = "--methods", example: str = "dco,dreambooth") -> Optional[list[str]]:
+    """A comma-separated flag as a list; None when the flag is absent, an error when it is empty."""
     if text is None:
         return None
     names = [m.strip() for m in text.split(",") if m.strip()]
     if not names:
-        raise DcoError("--methods: give a comma-separated list, e.g. --methods dco,dreambooth")
+        raise DcoError(f"{flag}: give a comma-separated list, e.g. {flag} {example}")
     return names
 
 
@@ -66,8 +67,8 @@ def run(
     from .plan import make_plan
     from .runner import console, run_plan
 
-    merges = None if merge is None else [m.strip() for m in merge.split(",") if m.strip()]
-    plan = make_plan(config, overrides or [], _methods(methods), suite, data, model, merges)
+    plan = make_plan(config, overrides or [], _names(methods), suite, data, model,
+                     _names(merge, "--merge", "direct,ziplora"))
     stats = run_plan(plan, out, show_progress=not quiet)
     console.print(
         f"{stats['cells']} cells in {out}: {stats['sampled']} run, {stats['skipped']} already done, "
@@ -87,7 +88,7 @@ def validate(
     """Check a config (and its suite) without running anything."""
     from .plan import make_plan
 
-    plan = make_plan(config, overrides or [], _methods(methods), suite, data, model)
+    plan = make_plan(config, overrides or [], _names(methods), suite, data, model)
     extra = f" + {len(plan.merge_cells)} merge cells" if plan.merge_cells else ""
     typer.echo(f"ok: {config} -> {len(plan.cells)} cells{extra} ({', '.join(plan.methods)} on suite {plan.suite.name})")
 
@@ -123,7 +124,7 @@ def report(
     """Summary tables, Pareto plots, prompt grids and index.html: a pure fold over result.json files."""
     from .report import write_report
 
-    paths = write_report(run_dir, out, None if pareto is None else [m.strip() for m in pareto.split(",") if m.strip()])
+    paths = write_report(run_dir, out, _names(pareto, "--pareto", "oracle_subject,clip_i"))
     typer.echo(f"report: {paths['index_html']}")
 
 

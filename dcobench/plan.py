@@ -75,6 +75,10 @@ def resolve(config_path=None, overrides=(), methods: list[str] | None = None, su
     from .merging import merge_configs
 
     cfg.merges = merge_configs(cfg, raw_merges)
+    for m in cfg.report.pareto_metrics:
+        if m not in cfg.score.metrics:
+            raise DcoError(f"report.pareto_metrics: '{m}' is not scored by this run (score.metrics: "
+                           f"{', '.join(cfg.score.metrics)}); add it to score.metrics or pick one of those")
     suite_obj.select(cfg.subjects)
     if cfg.styles:
         suite_obj.merge_styles(cfg.styles)

@@ -31,11 +31,16 @@ def test_plan_pairs_every_subject_with_every_style(dcobench_cache):
     assert plan.config.merges["ziplora"].steps == 2
 
 
-def test_merge_bad_input(dcobench_cache, tmp_path, tiny_suite, tiny_sd_path):
+def test_merge_bad_input(dcobench_cache, tmp_path, tiny_suite, tiny_sd_path, cli):
+    r = cli("run", "--suite", "tiny", "--merge", " ,", "--out", tmp_path / "run")
+    assert r.returncode == 2 and "--merge: give a comma-separated list" in r.stderr
+    assert not (tmp_path / "run").exists()
     with pytest.raises(DcoError, match="did you mean 'ziplora'"):
         make_plan(suite="tiny", merge=["zip"])
     with pytest.raises(DcoError, match="merges.ziplora.stepz: unknown key"):
         make_plan(overrides=["merges.ziplora.stepz=3"], suite="tiny", merge=["ziplora"])
+    with pytest.raises(DcoError, match="report.pareto_metrics: 'oracle_subjct' is not scored by this run"):
+        make_plan(overrides=["report.pareto_metrics=[oracle_subjct]"], suite="tiny")
     with pytest.raises(DcoError, match="no style 'dots'"):
         make_plan(overrides=["styles=[dots]"], suite="tiny", merge=["direct"])
     suite = tmp_path / "suite.yaml"

@@ -175,6 +175,15 @@ def test_dominance_on_the_runs_chosen_subject_metric():
     assert list(table["dominated_by"]) == ["", "a k=1"]
 
 
+def test_pareto_metrics_pick_the_plotted_axes_and_unknown_ones_are_refused(tmp_path):
+    make_run(tmp_path)
+    write_report(tmp_path / "run", tmp_path / "out", pareto_metrics=["clip_i"])
+    dominance = pd.read_csv(tmp_path / "out" / "dominance.csv")
+    assert "clip_i" in dominance and "dino" not in dominance
+    with pytest.raises(DcoError, match="--pareto: 'clip_j' is not a score of this run"):
+        write_report(tmp_path / "run", tmp_path / "out", pareto_metrics=["clip_j"])
+
+
 def test_mismatched_protocols_are_split_and_flagged(tmp_path):
     make_run(tmp_path, protocol_of=lambda method, subject: "p1" if subject == "cat" else "p0")
     df = load_cells(tmp_path / "run")

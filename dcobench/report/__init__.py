@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from ..errors import DcoError
 from ..store import atomic_write_bytes, read_json
 from .collect import load_cells
 from .grids import cell_grid
@@ -53,10 +54,14 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None,
     df = every[every["kind"] != "merge"]
     df.attrs = every.attrs
     summary = summarise(df)
-    if pareto_metrics is None:  # what the run asked for (report.pareto_metrics in run.json)
+    if pareto_metrics is None:  # what the run asked for (report.pareto_metrics in run.json); a metric
+        # not scored yet is skipped, as the plot skips every unscored metric
         run_json = run_dir / "run.json"
         config = read_json(run_json).get("config", {}) if run_json.is_file() else {}
         pareto_metrics = (config.get("report") or {}).get("pareto_metrics") or []
+    elif missing := [m for m in pareto_metrics if m not in df.attrs.get("metrics", [])]:
+        raise DcoError(f"--pareto: '{missing[0]}' is not a score of this run (it has "
+                       f"{', '.join(df.attrs.get('metrics', []))}); pick one of those")
     summary.attrs["pareto_metrics"] = list(pareto_metrics)
     paths = write_summary(summary, out, warnings)
 
