@@ -54,7 +54,7 @@ def test_micro_suite_is_the_default_and_has_held_out_subjects():
     plan = make_plan(methods=["dco"])
     assert plan.suite.name == "micro"
     names = {c.subject.name for c in plan.cells}
-    assert names == {"star", "checker", "bullseye"}
+    assert names == {"tent", "quilt", "badge"}
     for c in plan.cells:
         assert len(c.subject.images) == 4 and all(c.subject.identifier in cap for cap in c.subject.captions)
         assert c.subject.base(c.subject.prompts[0]).startswith(f"a {c.subject.class_noun} on")

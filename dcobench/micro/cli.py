@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -15,66 +14,91 @@ micro_app = typer.Typer(add_completion=False, no_args_is_help=True,
 @micro_app.command("build")
 def build_cmd(
     out: Optional[Path] = typer.Option(None, help="Folder for base/, encoders/, subjects/ (default data/micro)."),
+    stages: str = typer.Option("vae,unet,clip,dino", help="Comma-separated stages to (re)train, in order: "
+                                                          "vae, unet (reads the trained VAE), clip, dino."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    threads: int = typer.Option(1, help="torch threads on the CPU (1 is fastest for these small models)."),
     seed: int = typer.Option(0),
-    vae_steps: int = typer.Option(3000, help="VAE steps."),
-    vae_batch_size: int = typer.Option(128, help="VAE batch size."),
+    vae_steps: int = typer.Option(4000, help="VAE steps."),
+    vae_batch_size: int = typer.Option(32, help="VAE batch size."),
     vae_generic_frac: float = typer.Option(0.5, help="Share of each VAE batch that is generic two-colour noise "
-                                                     "texture (0: world renders only, the shipped weights' recipe)."),
-    unet_steps: int = typer.Option(1_000_000, help="UNet + text encoder steps (bounded by --unet-seconds)."),
-    unet_seconds: float = typer.Option(240.0, help="Wall-time budget of the UNet + text encoder training."),
+                                                     "texture (0: world renders only)."),
+    unet_steps: int = typer.Option(6000, help="UNet + text encoder steps."),
+    unet_seconds: Optional[float] = typer.Option(None, help="Optional wall-time cap of the UNet training."),
     batch_size: int = typer.Option(32, help="UNet batch size."),
+    attention_16: bool = typer.Option(False, help="Cross-attention at the 16x16 latent resolution too."),
     clip_steps: int = typer.Option(3000, help="micro-clip steps."),
     dino_steps: int = typer.Option(3000, help="micro-dino steps."),
 ):
     """Train the micro VAE, UNet + text encoder and the micro encoders; write stats for the model card."""
     import torch
 
-    from ..store import atomic_write_json
-    from . import encoders, models, suite
+    from ..errors import DcoError
+    from . import build, models
 
+    torch.set_num_threads(threads)
     out = out or models.default_micro_dir()
-    dev = None if device == "auto" else device
-    stats = models.build(out, vae_steps=vae_steps, unet_steps=unet_steps, seed=seed, device=dev,
-                         batch_size=batch_size, time_budget_s=unet_seconds, vae_batch_size=vae_batch_size,
-                         vae_generic_frac=vae_generic_frac, save_dtype=torch.float16)
-    enc = encoders.build_encoders(out, clip_steps=clip_steps, dino_steps=dino_steps, seed=seed, device=dev)
-    suite.subjects_root(Path(out) / "subjects")
-    atomic_write_json(Path(out) / "build_stats.json", {"build": stats, "encoders": enc})
+    try:
+        build.build(out, [s.strip() for s in stages.split(",") if s.strip()], seed=seed,
+                    device=None if device == "auto" else device, vae_steps=vae_steps, vae_batch_size=vae_batch_size,
+                    vae_generic_frac=vae_generic_frac, unet_steps=unet_steps, unet_seconds=unet_seconds,
+                    batch_size=batch_size, attention_16=attention_16, clip_steps=clip_steps, dino_steps=dino_steps)
+    except (ValueError, FileNotFoundError) as e:
+        raise DcoError(f"--stages: {e}")
     typer.echo(f"built {out}; run `dcobench micro validate` and update {Path(out) / 'MODEL_CARD.md'}")
 
 
 @micro_app.command("validate")
 def validate_cmd(
     folder: Optional[Path] = typer.Option(None, help="The micro folder (default data/micro)."),
-    n_per_attr: int = typer.Option(20, help="Generated images per attribute value."),
+    n_per_attr: int = typer.Option(20, help="Generated images per attribute value (prompt following)."),
+    judge_layouts: int = typer.Option(40, help="Layouts per subject and set in the judge-validity sets "
+                                               "(40 = every background x position x size)."),
     cfg_scale: float = typer.Option(3.0),
     steps: int = typer.Option(25),
     seed: int = typer.Option(0),
+    threads: int = typer.Option(1, help="torch threads on the CPU."),
+    check: bool = typer.Option(False, help="Exit 1 when a validation target is not met."),
 ):
-    """Measure the shipped models: oracle prompt-following of the base model, encoder retrieval."""
+    """Measure the shipped models: prompt following, seed diversity, how real samples degrade, the
+    error rates of every subject judge, and micro-clip retrieval. Writes VALIDATION.md and judges.png."""
     import torch
+    from PIL import Image
 
     from ..models.pipeline import load_pipeline
-    from ..store import atomic_write_bytes
-    from . import encoders, models, validate
+    from ..store import atomic_write_bytes, atomic_write_json
+    from . import build, encoder_eval, encoders, judge_validity, models, validate
 
+    torch.set_num_threads(threads)
     folder = folder or models.default_micro_dir()
     torch.manual_seed(seed)
     pipe = load_pipeline(folder / "base")
-    base = {}
-    stats_file = folder / "build_stats.json"
-    if stats_file.is_file():
-        data = json.loads(stats_file.read_text())
-        base = data.get("build", data)
-    base = dict(base, validation=validate.validate_base(pipe, n_per_attr=n_per_attr, seed=seed, cfg_scale=cfg_scale,
-                                                        steps=steps))
+    stats = build.read_stats(folder)
+    kw = dict(seed=seed, cfg_scale=cfg_scale, steps=steps)
+    base = validate.validate_base(pipe, n_per_attr=n_per_attr, **kw)
+    diversity = validate.seed_diversity(pipe, **kw)
+    degradation = validate.degradation(pipe, **kw)
     clip = encoders.load_micro_clip(folder / "encoders" / encoders.CLIP_FILE)
     dino = encoders.load_micro_dino(folder / "encoders" / encoders.DINO_FILE)
-    clip_stats = encoders.retrieval_accuracy(clip)
-    dino_stats = encoders.identity_accuracy(dino)
-    table = validate.validation_table(base, clip_stats, dino_stats)
-    table += (f"\nMeasured by `dcobench micro validate --n-per-attr {n_per_attr} --cfg-scale {cfg_scale} "
-              f"--steps {steps} --seed {seed}` on the CPU.\n")
-    atomic_write_bytes(folder / "VALIDATION.md", table.encode())
-    typer.echo(table)
+    judged = judge_validity.measure(pipe, dino, clip, [tuple(s) for s in degradation["strengths"]],
+                                    n_layouts=judge_layouts, **kw)
+    retrieval = encoder_eval.retrieval_accuracy(clip)
+    text = validate.validation_table(stats, base, diversity, degradation, retrieval)
+    text += "\n## Subject judges: measured error rates\n\n" + judge_validity.table(judged)
+    text += ("\n`judges.png`: for each judge (oracle_subject, dino, clip_i), a row of 16 images it accepts, then a "
+             "row of 16 it rejects, drawn from all the sets above.\n")
+    cmd = (f"dcobench micro validate --n-per-attr {n_per_attr} --judge-layouts {judge_layouts} --cfg-scale "
+           f"{cfg_scale} --steps {steps} --seed {seed}")
+    text += f"\nMeasured by `{cmd}` on the CPU ({threads} thread).\n"
+    atomic_write_bytes(folder / "VALIDATION.md", text.encode())
+    grid = judge_validity.panel(judged)
+    Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(folder / "judges.png")
+    summary = {k: v for k, v in judged.items() if not k.startswith("_")}
+    atomic_write_json(folder / "validation.json", {"command": cmd, "base": base, "seed_diversity": diversity,
+                                                   "degradation": degradation, "judges": summary,
+                                                   "micro_clip": retrieval})
+    typer.echo(text)
+    targets = {**judged["checks"], **validate.base_checks(base, diversity)}
+    if check and not all(targets.values()):
+        typer.echo("not met: " + "; ".join(k for k, ok in targets.items() if not ok), err=True)
+        raise typer.Exit(1)

@@ -84,7 +84,9 @@ class OracleMetric:
                 out.append(float("nan"))
                 continue
             verdict = oracle.judge(img, scene)
-            out.append(float(all(verdict.get(k, False) for k in self.keys)))
+            got = [verdict.get(k, False) for k in self.keys]
+            # None: the judge abstains (a style that hides the subject's part)
+            out.append(float("nan") if any(v is None for v in got) else float(all(got)))
         return torch.tensor(out, dtype=torch.float32)
 
 

@@ -25,11 +25,16 @@ the bbox extent; position is the nearest layout anchor of that size; style
 comes from per-row ink coverage of the hull (striped: rows alternate empty
 and full, dotted: empty and half full, outline: no empty rows but a hole).
 
-Held-out subjects are not closed-form, so they are judged by nearest
-template: the image's appearance features (ink-colour composition, fill,
-solidity, colour-transition rate) are compared with clean renders of every
-subject and every plain shape/colour at the detected size; the subject
-matches when it is the nearest.  Their style is read the same way.
+Held-out subjects are the class shape with a part in a second colour (``world.part_mask``), so
+they are judged by a region test, not by a nearest template: the detected silhouette must be the
+class shape, and within it, in coordinates normalised to the detected box and eroded by 1 px
+away from the part's edge, at least ``REGION_MIN`` of the ink pixels of the part region must read
+as the part colour and at least ``REGION_MIN`` of the body region as the body colour.  The class
+prior (all body colour), speckle or texture in the subject's colours (both regions mixed), a
+misplaced part and the other subjects (other shape, other colours) all fail it, whatever the
+sampling noise does to global statistics; this was the failure of the earlier template features
+(colour mix, fill, transition rate), which read speckled class-prior samples as the subject.
+Where a style hides the part (an outline badge: its centre disc is not drawn) the test abstains.
 
 All readers return plain Python strings (``None`` when no ink is found).
 """
@@ -39,11 +44,11 @@ from functools import lru_cache
 
 import numpy as np
 
-from .world import (BACKGROUNDS, CANVAS, COLORS, PASTEL, POSITIONS, SHAPES, STYLES, SUBJECTS,
-                    Scene, anchor, render)
+from .world import BACKGROUNDS, CANVAS, COLORS, PASTEL, POSITIONS, SUBJECTS, Scene, anchor, part_mask, render
 
 MASK_THRESHOLD, MAX_THRESHOLD = 50.0, 80.0  # ink/background gaps are >= 107 RGB units
-SIZE_SPLIT = 16  # small bboxes are 12 px, large 20 px (striped/dotted lose <= 2 px)
+SIZE_SPLIT = 15  # small bboxes are 12 px, large 18 px (striped/dotted lose <= 2 px)
+REGION_MIN = 0.6  # share of a region that must show its colour (speckle at 40% fails both ways)
 _INK_NAMES = list(COLORS) + [f"pastel {k}" for k in PASTEL]
 _INK_RGB = np.array(list(COLORS.values()) + list(PASTEL.values()), float)
 
@@ -158,6 +163,16 @@ def _ink_name(a) -> str:
     return _INK_NAMES[int(np.argmin(np.linalg.norm(_INK_RGB - a["ink_rgb"], axis=1)))]
 
 
+def _ink_labels(img: np.ndarray) -> np.ndarray:
+    """Per-pixel index into _INK_NAMES of the nearest ink colour."""
+    return np.argmin(np.linalg.norm(img[..., None, :] - _INK_RGB, axis=-1), axis=-1)
+
+
+def _pastel_share(a) -> float:
+    """Share of ink pixels nearer a pastel than a saturated colour (works for two-colour subjects)."""
+    return float((_ink_labels(a["img"])[a["mask"]] >= len(COLORS)).mean())
+
+
 def _style(a) -> str:
     mask, filled = a["mask"], a["filled"]
     rows = filled.any(1)
@@ -167,7 +182,7 @@ def _style(a) -> str:
         return "striped" if cover[~empty].mean() >= 0.75 else "dotted"
     if 1 - mask.sum() / filled.sum() >= 0.12:
         return "outline"
-    return "pastel" if _ink_name(a).startswith("pastel") else "plain"
+    return "pastel" if _pastel_share(a) > 0.5 else "plain"
 
 
 def _color(a) -> str:
@@ -221,79 +236,75 @@ def read_attributes(img) -> dict:
     return _attributes(img, _analyze(img))
 
 
-def _features(a) -> np.ndarray:
-    mask = a["mask"]
-    d = np.linalg.norm(a["img"][..., None, :] - _INK_RGB, axis=-1)
-    labels = np.where(mask, np.argmin(d, axis=-1), -1)
-    comp = np.bincount(labels[mask], minlength=len(_INK_NAMES)) / mask.sum()
-    pairs = [(labels[:, :-1], labels[:, 1:]), (labels[:-1], labels[1:])]
-    both = sum(((x >= 0) & (y >= 0)).sum() for x, y in pairs)
-    changes = sum(((x >= 0) & (y >= 0) & (x != y)).sum() for x, y in pairs)
-    fill = a["filled"].sum() / (a["h"] * a["w"])
-    solidity = mask.sum() / a["filled"].sum()
-    return np.concatenate([0.5 * comp, [fill, solidity, changes / max(both, 1)]])
+def _part_regions(a, subject: str) -> tuple[np.ndarray, np.ndarray]:
+    """(body, part) pixel masks of ``subject``'s pattern laid over the detected box, each eroded
+    by 1 px away from the part's edge so that blur along it does not count either way."""
+    top, bottom, left, right = a["bbox"]
+    cx, cy = (left + right + 1) / 2, (top + bottom + 1) / 2
+    sx, sy = (right - left + 1) / 2, (bottom - top + 1) / 2
+    c = np.arange(CANVAS) + 0.5
+    u, v = np.meshgrid((c - cx) / sx, (c - cy) / sy)
+    shifted = [part_mask(subject, u + du / sx, v + dv / sy) for du, dv in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))]
+    part = np.logical_and.reduce(shifted)
+    body = ~np.logical_or.reduce(shifted)
+    return body & a["mask"], part & a["mask"]
 
 
-@lru_cache(maxsize=4096)
-def _template(candidate: str, style: str, size: str, bg: str) -> np.ndarray | None:
-    if candidate in SUBJECTS:
-        scene = Scene(SUBJECTS[candidate].class_shape, None, bg, "center", size, style, candidate)
-    else:
-        col, shp = candidate.split()
-        if col == bg:
-            return None
-        scene = Scene(shp, col, bg, "center", size, style)
-    return _features(_analyze(render(scene)))
-
-
-def _nearest_template(a, bg: str, options) -> str:
-    """``options`` are (label, candidate, style); the label of the closest template wins."""
-    feats, best, best_d = _features(a), None, np.inf
-    for label, cand, sty in options:
-        t = _template(cand, sty, _size(a), bg)
-        if t is not None and (d := np.abs(feats - t).sum()) < best_d:
-            best, best_d = label, d
-    return best
-
-
-def _identify(a, bg: str, style: str) -> str:
-    cands = list(SUBJECTS) + [f"{c} {s}" for c in COLORS for s in SHAPES]
-    return _nearest_template(a, bg, [(c, c, style) for c in cands])
-
-
-def identify_subject(img, style: str = "plain") -> str | None:
-    """Nearest identity among held-out subjects and plain "colour shape" pairs."""
-    a = _analyze(img)
-    return None if a is None else _identify(a, background(img), style)
-
-
-def subject_match(img, subject: str, style: str = "plain") -> bool:
-    return identify_subject(img, style) == subject
-
-
-def subject_style(img, subject: str) -> str | None:
-    """Which style of ``subject`` the image looks most like."""
+def region_scores(img, subject: str) -> dict | None:
+    """The region test's numbers: the shape read, the share of each region showing its colour and
+    the pixel counts; None without ink."""
     a = _analyze(img)
     if a is None:
         return None
-    return _nearest_template(a, background(img), [(s, subject, s) for s in STYLES])
+    body, part = _part_regions(a, subject)
+    names = np.array([n.replace("pastel ", "") for n in _INK_NAMES])[_ink_labels(a["img"])]
+    want_body, want_part = SUBJECTS[subject].colors
+    share = lambda m, c: float((names[m] == c).mean()) if m.any() else 0.0  # noqa: E731
+    return {"shape": _shape(a), "body": share(body, want_body), "part": share(part, want_part),
+            "n_body": int(body.sum()), "n_part": int(part.sum())}
 
 
-def judge(img, scene: Scene) -> dict[str, bool]:
+def judgeable(subject: str, style: str = "plain") -> bool:
+    """Whether ``style`` leaves enough of ``subject``'s part visible to judge (not an outline
+    badge), read off a clean render of it."""
+    r = region_scores(render(Scene(SUBJECTS[subject].class_shape, None, "white", "center", "large", style,
+                                   subject)), subject)
+    return r is not None and r["n_part"] >= 3 and r["n_body"] >= 3
+
+
+def subject_match(img, subject: str, style: str = "plain") -> bool | None:
+    """Is this ``subject`` (its class shape with its part, in its colours)?  None (abstain) where
+    ``style`` hides the part."""
+    if not _judgeable(subject, style):
+        return None
+    r = region_scores(img, subject)
+    return bool(r is not None and r["shape"] == SUBJECTS[subject].class_shape and r["n_part"] >= 3
+                and r["part"] >= REGION_MIN and r["body"] >= REGION_MIN)
+
+
+_judgeable = lru_cache(maxsize=64)(judgeable)
+
+
+def identify_subject(img, style: str = "plain") -> str | None:
+    """The held-out subject the image shows, or None."""
+    hits = [s for s in SUBJECTS if subject_match(img, s, style)]
+    return hits[0] if len(hits) == 1 else None
+
+
+def judge(img, scene: Scene) -> dict[str, bool | None]:
     """Per-attribute correctness of ``img`` against the ``scene`` it should show.
-    Regular scenes: shape, color, background, position, size, style.  Held-out
-    subjects: background, position, size, style and subject_match."""
+    Regular scenes: shape, color, background, position, size, style.  Held-out subjects:
+    background, position, size, style and subject_match (None where the style hides the part)."""
     a = _analyze(img)
     out = {"background": background(img) == scene.background}
     if scene.subject is not None:
-        keys = ("position", "size", "style", "subject_match")
+        keys = ("position", "size", "style")
         if a is None:
-            return {**out, **dict.fromkeys(keys, False)}
-        bg = background(img)
-        styles = [(st, scene.subject, st) for st in STYLES]
+            match = None if not _judgeable(scene.subject, scene.style) else False
+            return {**out, **dict.fromkeys(keys, False), "subject_match": match}
         out.update(position=_position(a) == scene.position, size=_size(a) == scene.size,
-                   style=_nearest_template(a, bg, styles) == scene.style,
-                   subject_match=_identify(a, bg, scene.style) == scene.subject)
-        return {k: bool(v) for k, v in out.items()}
+                   style=_style(a) == scene.style)
+        out = {k: bool(v) for k, v in out.items()}
+        return {**out, "subject_match": subject_match(img, scene.subject, scene.style)}
     got = _attributes(img, a)
     return {k: bool(v == getattr(scene, k)) for k, v in got.items()}

@@ -20,7 +20,7 @@ from ..suites.base import Suite, load_subject
 from . import world
 from .models import default_micro_dir
 
-SUBJECTS = ("star", "checker", "bullseye")
+SUBJECTS = ("tent", "quilt", "badge")
 STYLES = ("striped",)  # "dotted" is not reproducible by the micro VAE (MODEL_CARD.md)
 
 # Sized so that `dcobench run --methods dco,dreambooth --merge direct,ziplora` (3 subjects x 2

@@ -82,6 +82,37 @@ def validate_base(pipe, n_per_attr: int = 20, seed: int = 0, cfg_scale: float = 
     return out
 
 
+def seed_diversity(pipe, n: int = 60, seed: int = 0, cfg_scale: float = 3.0, steps: int = 25) -> dict:
+    """Two sampling seeds per prompt: how often the images differ.  The world's uncaptioned jitter
+    is what a seed should decide; a model that ignores the seed draws the same image twice."""
+    from . import oracle
+
+    scenes = balanced_scenes(max(1, n // 6), seed + 1)[:n]
+    prompts = [caption(s) for s in scenes]
+    a = generate(pipe, prompts, [seed * 100003 + i for i in range(len(prompts))], cfg_scale, steps)
+    b = generate(pipe, prompts, [seed * 100003 + 50000 + i for i in range(len(prompts))], cfg_scale, steps)
+    diff = np.abs(a.astype(float) - b.astype(float)).mean((1, 2, 3))
+    boxes = [(oracle._analyze(x) or {}).get("bbox") for x in np.concatenate([a, b])]
+    moved = [p != q for p, q in zip(boxes[:len(a)], boxes[len(a):])]
+    return {"n": len(prompts), "mean_abs_diff": float(diff.mean()), "share_differing": float((diff > 2.0).mean()),
+            "share_box_moved": float(np.mean(moved))}
+
+
+def degradation(pipe, n: int = 60, seed: int = 0, cfg_scale: float = 3.0, steps: int = 25) -> dict:
+    """Blur and noise of the base model's samples against clean renders of their prompts
+    (``judges.sample_degradation``): the strength the judges' degraded sets use."""
+    from .judges import sample_degradation
+
+    scenes = balanced_scenes(max(1, n // 6), seed + 2)[:n]
+    images = generate(pipe, [caption(s) for s in scenes], [seed * 100003 + 7 + i for i in range(len(scenes))],
+                      cfg_scale, steps)
+    pairs = sample_degradation(images, scenes)
+    blur, noise = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    return {"n": len(pairs), "strengths": [[float(b), float(s)] for b, s in pairs],
+            "blur_median": float(np.median(blur)), "noise_median": float(np.median(noise)),
+            "noise_p90": float(np.quantile(noise, 0.9))}
+
+
 def _f(x, fmt="{:.2f}") -> str:
     return "—" if x is None or (isinstance(x, float) and np.isnan(x)) else fmt.format(x)
 
@@ -90,57 +121,59 @@ def _m(n) -> str:
     return "—" if n is None else f"{n / 1e6:.2f}M"
 
 
-def validation_table(base_stats: dict, clip_stats: dict | None = None, dino_stats: dict | None = None) -> str:
-    """Markdown for the model card.  ``base_stats`` is ``models.build``'s dict, optionally with
-    ``"validation": validate_base(...)``; the encoder stats are ``build_encoders``' "clip" and
-    "dino" entries (or plain ``retrieval_accuracy`` / ``identity_accuracy`` results).  Missing
-    numbers show as a dash, so a partial build still renders."""
-    base_stats, clip_stats, dino_stats = base_stats or {}, clip_stats or {}, dino_stats or {}
-    vae, unet, saved = base_stats.get("vae", {}), base_stats.get("unet", {}), base_stats.get("saved", {})
+TARGETS = {"shape": 0.9, "color": 0.95, "background": 0.95}
+DIVERSITY_TARGET = 0.8  # share of prompts whose two seeds give visibly different images
+
+
+def base_checks(base: dict, diversity: dict | None = None) -> dict[str, bool]:
+    out = {f"base model {a} >= {t}": base["accuracy"][a] >= t for a, t in TARGETS.items()}
+    if diversity is not None:
+        out[f"samples differ between seeds in >= {DIVERSITY_TARGET:.0%} of prompts"] = \
+            diversity["share_differing"] >= DIVERSITY_TARGET
+    return out
+
+
+def validation_table(stats: dict, base: dict, diversity: dict, degradation: dict, retrieval: dict) -> str:
+    """Markdown for ``VALIDATION.md``: build numbers (``build_stats.json``), prompt following,
+    seed diversity, measured degradation and micro-clip retrieval."""
+    b, enc = stats.get("build", {}), stats.get("encoders", {})
+    vae, unet = b.get("vae", {}), b.get("unet", {})
     lines = ["## Micro base model", "",
-             f"Device {base_stats.get('device', '—')}, seed {base_stats.get('seed', '—')}, "
-             f"total {_f(base_stats.get('total_seconds'), '{:.0f}')} s; saved "
-             f"{_f(saved.get('bytes', 0) / 1e6 if saved else None, '{:.1f}')} MB ({saved.get('dtype', '—')}).", "",
-             "| part | parameters | steps | wall time (s) | final train loss | held-out |",
-             "|---|---|---|---|---|---|",
-             f"| VAE | {_m(vae.get('params'))} | {vae.get('steps', '—')} | {_f(vae.get('seconds'), '{:.0f}')} "
-             f"| MSE {_f(vae.get('final_mse'), '{:.4f}')} | MSE {_f(vae.get('recon_mse'), '{:.4f}')}, held-out "
-             f"concepts {_f(vae.get('heldout_recon_mse'), '{:.4f}')} |",
+             "| part | parameters | steps | wall time (s) | device, threads | final train loss | held-out |",
+             "|---|---|---|---|---|---|---|",
+             f"| VAE | {_m(vae.get('params'))} | {vae.get('steps', '—')} | {_f(vae.get('wall_seconds'), '{:.0f}')} "
+             f"| {vae.get('device', '—')}, {vae.get('torch_threads', '—')} | MSE {_f(vae.get('final_mse'), '{:.4f}')} "
+             f"| MSE {_f(vae.get('recon_mse'), '{:.4f}')}, held-out concepts {_f(vae.get('heldout_recon_mse'), '{:.4f}')} |",
              f"| UNet + text encoder | {_m(unet.get('unet_params'))} + {_m(unet.get('text_encoder_params'))} "
-             f"| {unet.get('steps', '—')} | {_f(unet.get('seconds'), '{:.0f}')} | v-MSE "
-             f"{_f(unet.get('final_loss'), '{:.4f}')} | v-MSE {_f(unet.get('eval_loss'), '{:.4f}')} "
-             f"({_f(unet.get('images_per_s'), '{:.0f}')} img/s) |"]
+             f"| {unet.get('steps', '—')} | {_f(unet.get('wall_seconds'), '{:.0f}')} "
+             f"| {unet.get('device', '—')}, {unet.get('torch_threads', '—')} | v-MSE {_f(unet.get('final_loss'), '{:.4f}')} "
+             f"| v-MSE {_f(unet.get('eval_loss'), '{:.4f}')} ({_f(unet.get('images_per_s'), '{:.0f}')} img/s) |"]
+    for name in ("clip", "dino"):
+        e = enc.get(name, {})
+        lines.append(f"| micro-{name} | — | {e.get('steps', '—')} | {_f(e.get('wall_seconds'), '{:.0f}')} "
+                     f"| {e.get('device', '—')}, {e.get('torch_threads', '—')} | {_f(e.get('final_loss'), '{:.3f}')} "
+                     f"| {e.get('data', '—')} |")
     by = vae.get("heldout_recon_by_concept")
     if by:
-        lines += ["", "VAE reconstruction MSE of held-out concepts' reference images (pretraining scenes: "
-                      f"{_f(vae.get('recon_mse'), '{:.4f}')}): "
-                      + ", ".join(f"{k} {_f(v, '{:.4f}')}" for k, v in by.items()) + "."]
-    val = base_stats.get("validation")
-    if val:
-        acc = val["accuracy"]
-        lines += ["", f"Oracle accuracy of {val['n']} generated images (DDIM {val['steps']} steps, "
-                      f"CFG {val['cfg_scale']}, balanced pretraining prompts):", "",
-                  "| | " + " | ".join(ATTRIBUTES) + " | all |", "|---" * (len(ATTRIBUTES) + 2) + "|",
-                  "| accuracy | " + " | ".join(_f(acc.get(a)) for a in ATTRIBUTES) + f" | {_f(val.get('all_correct'))} |",
-                  "| chance | " + " | ".join(_f(CHANCE[a]) for a in ATTRIBUTES) + " | — |"]
-    lines += ["", "## Micro encoders", "", "| encoder | parameters | steps | measure | value | chance |",
-              "|---|---|---|---|---|---|"]
-    if clip_stats:
-        head = f"| micro-clip | {_m(clip_stats.get('params'))} | {clip_stats.get('steps', '—')}"
-        lines += [f"{head} | image→text top-1 vs one-attribute-off captions | {_f(clip_stats.get('i2t_top1'))} "
-                  f"| {_f(clip_stats.get('chance_all'))} |",
-                  f"{head} | text→image top-1 vs one-attribute-off renders | {_f(clip_stats.get('t2i_top1'))} "
-                  f"| {_f(clip_stats.get('chance_all'))} |"]
-        by = clip_stats.get("i2t_by_attr", {})
-        if by:
-            lines.append(f"{head} | image→text by attribute: "
-                         + ", ".join(f"{a} {_f(v)}" for a, v in by.items()) + " | | |")
-    if dino_stats:
-        head = f"| micro-dino | {_m(dino_stats.get('params'))} | {dino_stats.get('steps', '—')}"
-        lines += [f"{head} | identity top-1 across layout and background | {_f(dino_stats.get('identity_top1'))} "
-                  f"| {_f(dino_stats.get('chance'), '{:.3f}')} |",
-                  f"{head} | held-out subjects top-1 | {_f(dino_stats.get('subject_top1'))} "
-                  f"| {_f(dino_stats.get('chance'), '{:.3f}')} |",
-                  f"{head} | cosine same / other identity | {_f(dino_stats.get('same_identity_cos'))} / "
-                  f"{_f(dino_stats.get('other_identity_cos'))} | |"]
+        lines += ["", "VAE reconstruction MSE ([-1, 1] units) of each held-out concept's reference images "
+                      "(target <= 0.005): " + ", ".join(f"{k} {_f(v, '{:.4f}')}" for k, v in by.items()) + "."]
+    acc = base["accuracy"]
+    lines += ["", f"Oracle accuracy of {base['n']} generated images (DDIM {base['steps']} steps, CFG "
+                  f"{base['cfg_scale']}, balanced pretraining prompts; targets shape >= 0.9, colour and background "
+                  ">= 0.95):", "",
+              "| | " + " | ".join(ATTRIBUTES) + " | all |", "|---" * (len(ATTRIBUTES) + 2) + "|",
+              "| accuracy | " + " | ".join(_f(acc.get(a)) for a in ATTRIBUTES) + f" | {_f(base.get('all_correct'))} |",
+              "| chance | " + " | ".join(_f(CHANCE[a]) for a in ATTRIBUTES) + " | — |", "",
+              f"Seed diversity ({diversity['n']} prompts, two sampling seeds each): images differ (mean |diff| > 2 "
+              f"RGB units) for {diversity['share_differing']:.0%} of prompts, the shape's box moves for "
+              f"{diversity['share_box_moved']:.0%}; mean |diff| {diversity['mean_abs_diff']:.1f} RGB units.", "",
+              f"Degradation of real samples ({degradation['n']} base-model samples against the best-aligned clean "
+              f"render of their prompt): Gaussian blur sigma median {degradation['blur_median']:.2f} px, residual noise "
+              f"median {degradation['noise_median']:.1f} RGB units (90th percentile {degradation['noise_p90']:.1f}).",
+              "", "micro-clip zero-shot retrieval against one-attribute-off candidates (chance "
+              f"{_f(retrieval.get('chance_all'))}): image→text {_f(retrieval.get('i2t_top1'))}, text→image "
+              f"{_f(retrieval.get('t2i_top1'))}; image→text by attribute: "
+              + ", ".join(f"{a} {_f(v)}" for a, v in retrieval.get("i2t_by_attr", {}).items()) + "."]
+    checks = base_checks(base, diversity)
+    lines += [""] + [f"- {'met' if ok else 'NOT met'}: {k}" for k, ok in checks.items()]
     return "\n".join(lines) + "\n"

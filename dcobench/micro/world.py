@@ -1,30 +1,37 @@
 """Procedural 32x32 micro world for personalization benchmarks.
 
-A ``Scene`` is a handful of discrete attributes.  ``render`` turns it into a
-32x32 RGB uint8 image with no randomness at all, so a scene *is* its image and
-the oracle (``oracle.py``) can read every attribute back exactly, because:
+A ``Scene`` is a handful of discrete attributes plus an uncaptioned jitter.  ``render`` turns it
+into a 32x32 RGB uint8 image with no randomness at all, so a scene *is* its image and the oracle
+(``oracle.py``) can read every captioned attribute back exactly, because:
 
-* masks are hard (a pixel is ink when its *centre* lies in the continuous
-  shape) and all shapes but the star are convex, so the convex hull of the
-  ink pixels recovers the silhouette;
-* shapes fill a 12 px ("small") or 20 px ("large") box centred on an integer
-  anchor and never touch the 1 px border ring, which stays pure background;
+* masks are hard (a pixel is ink when its *centre* lies in the continuous shape) and every
+  silhouette is convex, so the convex hull of the ink pixels recovers it;
+* shapes fill a 12 px ("small") or 18 px ("large") box centred on an integer anchor moved by the
+  scene's jitter, and never touch the 1 px border ring, which stays pure background;
 * ink colours and backgrounds are >= 100 RGB units apart.
 
-Styles "plain", "outline" (2 px border) and "pastel" (colours mixed 50% with
-white: the palette-shift style) are pretraining styles; "striped" (2-row bands)
-and "dotted" (1 px dots, period 2) are HELD OUT and only named through rare
-identifiers ("in kxv style").  Held-out subjects have a silhouette plus a fixed
-colour pattern that is their identity; their class noun is the pretraining
-look they most resemble, in the caption form pretraining uses (star -> "yellow
-triangle": pointy and mostly yellow; checker -> "green square"; bullseye ->
-"red circle"), as DreamBooth's prior preservation and DCO's base prompt need.  Captions are
-compositional: "a red circle on a blue background, small, top left, in outline
-style", "a sks yellow triangle on a white background, large, center".
+The jitter (``dx``, ``dy``: up to 2 px for small shapes, 1 px for large ones) is never captioned,
+like a photo's exact framing: a caption leaves it open, so the base model learns a distribution
+per caption and its samples vary with the sampling seed (with a caption that fixed every pixel,
+two seeds gave the same image).
+
+Styles "plain", "outline" (2 px border) and "pastel" (colours mixed 50% with white: the
+palette-shift style) are pretraining styles; "striped" (2-row bands) and "dotted" (2x2 px dots,
+period 4) are HELD OUT and only named through rare identifiers ("in kxv style").
+
+Held-out subjects are specific instances of a class the base model knows, as DreamBench's are
+(this dog, this backpack): the class shape in the class colour with a distinctive part in a
+second colour (``tent``: a yellow triangle with a purple base band; ``quilt``: a green square with
+orange top-left and bottom-right quarters; ``badge``: a red circle with a yellow centre disc).
+Their class noun is that pretraining look in the caption form pretraining uses ("yellow
+triangle"), so the class prior is a near miss that differs exactly in the part: what the oracle's
+region test checks (``oracle.subject_regions``).  Captions are compositional: "a red circle on a
+blue background, small, top left, in outline style", "a sks yellow triangle on a white
+background, large, center".
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +52,10 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
 SHAPES = ("circle", "square", "triangle")
 POSITIONS = ("center", "top left", "top right", "bottom left", "bottom right")
 SIZES = ("small", "large")
-HALF_EXTENT = {"small": 6, "large": 10}
-# Corners sit as far out as the free 1 px border allows (5 px / 9 px from the centre).
-_CORNER_OFFSET = {"small": 9, "large": 5}
+HALF_EXTENT = {"small": 6, "large": 9}
+# Corner anchors leave room for the jitter inside the free 1 px border ring.
+_CORNER_OFFSET = {"small": 7, "large": 5}
+JITTER = {"small": 2, "large": 1}
 STYLES = ("plain", "outline", "pastel", "striped", "dotted")
 PRETRAIN_STYLES = ("plain", "outline", "pastel")
 HELDOUT_STYLES = ("striped", "dotted")
@@ -57,10 +65,10 @@ STYLE_IDENTIFIERS = {"striped": "kxv", "dotted": "ptz"}
 @dataclass(frozen=True)
 class Subject:
     name: str
-    class_shape: str  # the pretraining shape it most resembles
+    class_shape: str  # the pretraining shape it is an instance of
     identifier: str
-    silhouette: str  # "star", "square" or "circle"
-    colors: tuple[str, ...]  # identity colours, named from COLORS
+    colors: tuple[str, str]  # (body = the class colour, part)
+    part: str  # which region carries the part colour (``part_mask``)
 
     @property
     def class_noun(self) -> str:
@@ -71,15 +79,28 @@ class Subject:
         return f"{self.colors[0]} {self.class_shape}"
 
 
+# One-piece identifiers ("sks</w>", "bnp</w>", "bsp</w>"): with the colour in the class noun,
+# two-piece ones pushed the restyle prompts past the 20-token text length.
 SUBJECTS: dict[str, Subject] = {
-    "star": Subject("star", "triangle", "sks", "star", ("yellow", "purple")),
-    # one-piece identifiers ("bnp</w>", "bsp</w>", like "sks</w>"): with the colour in the class
-    # noun, two-piece ones ("zwx" = z + wx) pushed the restyle prompts past the 20-token text length
-    "checker": Subject("checker", "square", "bnp", "square", ("green", "orange")),
-    "bullseye": Subject("bullseye", "circle", "bsp", "circle", ("red", "yellow"))}
+    "tent": Subject("tent", "triangle", "sks", ("yellow", "purple"), "base band"),
+    "quilt": Subject("quilt", "square", "bnp", ("green", "orange"), "quarters"),
+    "badge": Subject("badge", "circle", "bsp", ("red", "yellow"), "centre disc")}
 HELDOUT_SUBJECTS = tuple(SUBJECTS)
 _PAIRS = {(s, c) for s in SHAPES for c in COLORS}
 _LAYOUTS = {(b, p, s) for b in BACKGROUNDS for p in POSITIONS for s in SIZES}
+
+
+def part_mask(subject: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Where ``subject``'s part colour goes, in coordinates normalised to the shape's box
+    (u, v in [-1, 1], v down).  Shared by the renderer and the oracle's region test."""
+    part = SUBJECTS[subject].part
+    if part == "base band":  # the bottom quarter of the height: 44% of a triangle's area
+        return v >= 0.5
+    if part == "quarters":
+        return (u < 0) == (v < 0)
+    if part == "centre disc":  # 30% of the disc's area
+        return u**2 + v**2 <= 0.55**2
+    raise ValueError(part)
 
 
 @dataclass(frozen=True)
@@ -91,38 +112,34 @@ class Scene:
     size: str
     style: str = "plain"
     subject: str | None = None
+    dx: int = 0  # uncaptioned jitter of the anchor, in pixels
+    dy: int = 0
 
     def __post_init__(self):
-        what = self.subject in SUBJECTS if self.subject else (self.shape, self.color) in _PAIRS
+        what = (self.subject in SUBJECTS and self.shape == SUBJECTS[self.subject].class_shape
+                if self.subject else (self.shape, self.color) in _PAIRS)
         where = (self.background, self.position, self.size) in _LAYOUTS
         if not (what and where and self.style in STYLES) or self.color == self.background:
             raise ValueError(f"invalid scene {self}")
+        if max(abs(self.dx), abs(self.dy)) > JITTER[self.size]:
+            raise ValueError(f"jitter of {self} exceeds {JITTER[self.size]} px")
+
+    @property
+    def captioned(self) -> "Scene":
+        """The scene without its uncaptioned jitter: what its caption pins down."""
+        return replace(self, dx=0, dy=0)
 
 
 def anchor(position: str, size: str) -> tuple[int, int]:
-    """Continuous (x, y) centre of the shape's bounding box; y grows downward."""
+    """Continuous (x, y) centre of the shape's bounding box before jitter; y grows downward."""
     o = _CORNER_OFFSET[size]
     return (CANVAS // 2 + o * (("right" in position) - ("left" in position)),
             CANVAS // 2 + o * (("bottom" in position) - ("top" in position)))
 
 
-_ANG, _RAD = np.deg2rad(-90 + 36 * np.arange(10)), np.where(np.arange(10) % 2 == 0, 1.0, 0.5)
-_STAR = np.stack([_RAD * np.cos(_ANG), _RAD * np.sin(_ANG)], 1)
-# Stretch the 5-point star to fill [-1, 1]^2 so it obeys the same bbox layout rule.
-_STAR = (_STAR - _STAR.min(0)) / (_STAR.max(0) - _STAR.min(0)) * 2 - 1
-
-
 def _offsets(cx: int, cy: int):
     c = np.arange(CANVAS) + 0.5  # pixel centres
     return np.meshgrid(c - cx, c - cy)
-
-
-def _inside_polygon(px, py, poly) -> np.ndarray:
-    inside = np.zeros(px.shape, bool)  # even-odd ray casting
-    for (xi, yi), (xj, yj) in zip(poly, np.roll(poly, 1, 0)):
-        if yi != yj:  # horizontal edges never cross a horizontal ray
-            inside ^= ((yi > py) != (yj > py)) & (px < (xj - xi) * (py - yi) / (yj - yi) + xi)
-    return inside
 
 
 def _silhouette(kind: str, cx: int, cy: int, s: int) -> np.ndarray:
@@ -135,8 +152,6 @@ def _silhouette(kind: str, cx: int, cy: int, s: int) -> np.ndarray:
     if kind == "triangle":
         # The +0.5 gives the apex row two pixels, so the bbox is the full box.
         return box & (np.abs(dx) <= (dy + s) / 2 + 0.5)
-    if kind == "star":
-        return _inside_polygon(dx / s, dy / s, _STAR)
     raise ValueError(kind)
 
 
@@ -145,17 +160,8 @@ def _texture(scene: Scene, cx: int, cy: int, s: int) -> np.ndarray:
     dx, dy = _offsets(cx, cy)
     if scene.subject is None:
         return np.broadcast_to(np.array(COLORS[scene.color], float), dx.shape + (3,))
-    sub = SUBJECTS[scene.subject]
-    a, b = (np.array(COLORS[n], float) for n in sub.colors)
-    r = np.sqrt(dx**2 + dy**2) / s
-    if sub.name == "star":
-        pick_b = r <= 0.4  # purple heart
-    elif sub.name == "checker":
-        cell = (2 * s) // 4  # always a 4x4 board, whatever the size
-        pick_b = ((np.floor((dx + s) / cell) + np.floor((dy + s) / cell)) % 2) == 1
-    else:  # bullseye: red / yellow / red rings
-        pick_b = (r > 0.4) & (r <= 0.75)
-    return np.where(pick_b[..., None], b, a)
+    body, part = (np.array(COLORS[n], float) for n in SUBJECTS[scene.subject].colors)
+    return np.where(part_mask(scene.subject, dx / s, dy / s)[..., None], part, body)
 
 
 def _apply_style(style: str, mask: np.ndarray, tex: np.ndarray):
@@ -173,15 +179,21 @@ def _apply_style(style: str, mask: np.ndarray, tex: np.ndarray):
         # Phase is tied to the shape's top row so the first band is always ink.
         mask = mask & ((iy // 2) % 2 == 0)
     elif style == "dotted":
-        mask = mask & (iy % 2 == 0) & (ix % 2 == 0)
+        # 2x2 px dots: 1 px dots (period 2) were finer than the 2x-downsampling VAE reproduces.
+        mask = mask & (iy % 4 < 2) & (ix % 4 < 2)
     return mask, tex
+
+
+def box(scene: Scene) -> tuple[int, int, int]:
+    """(cx, cy, half extent) of the scene's shape, jitter included."""
+    cx, cy = anchor(scene.position, scene.size)
+    return cx + scene.dx, cy + scene.dy, HALF_EXTENT[scene.size]
 
 
 def render(scene: Scene) -> np.ndarray:
     """Deterministic (32, 32, 3) uint8 rendering of ``scene``."""
-    (cx, cy), s = anchor(scene.position, scene.size), HALF_EXTENT[scene.size]
-    kind = SUBJECTS[scene.subject].silhouette if scene.subject else scene.shape
-    mask, tex = _apply_style(scene.style, _silhouette(kind, cx, cy, s), _texture(scene, cx, cy, s))
+    cx, cy, s = box(scene)
+    mask, tex = _apply_style(scene.style, _silhouette(scene.shape, cx, cy, s), _texture(scene, cx, cy, s))
     bg = np.array(BACKGROUNDS[scene.background], float)
     return np.where(mask[..., None], tex, bg).astype(np.uint8)
 
@@ -229,10 +241,12 @@ def sample_scenes(n: int, seed: int, pretraining: bool = True) -> list[Scene]:
         while bg == color:
             bg = pick(list(BACKGROUNDS))
         layout = (pick(POSITIONS), pick(SIZES), pick(PRETRAIN_STYLES if pretraining else STYLES))
+        j = JITTER[layout[1]]
+        dx, dy = (int(v) for v in rng.integers(-2, 3, size=2).clip(-j, j))
         if not pretraining and subj_draw < 0.25:
-            out.append(Scene(sub.class_shape, None, bg, *layout, sub.name))
+            out.append(Scene(sub.class_shape, None, bg, *layout, sub.name, dx, dy))
         else:
-            out.append(Scene(shape, color, bg, *layout))
+            out.append(Scene(shape, color, bg, *layout, dx=dx, dy=dy))
     return out
 
 
@@ -247,8 +261,7 @@ def reference_scenes(subject: str, n: int = 4) -> list[Scene]:
     if not 3 <= n <= len(_REF_LAYOUTS):
         raise ValueError("between 3 and 6 reference scenes")
     sub = SUBJECTS[subject]
-    return [Scene(sub.class_shape, None, "white", p, s, "plain", subject)
-            for p, s in _REF_LAYOUTS[:n]]
+    return [Scene(sub.class_shape, None, "white", p, s, "plain", subject) for p, s in _REF_LAYOUTS[:n]]
 
 
 def _style_rows(shift: int) -> list[tuple]:

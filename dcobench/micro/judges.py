@@ -1,0 +1,186 @@
+"""Judge validity: how often each subject-fidelity judge is right, on labelled image sets.
+
+A score counts only when its judge's error rate is known.  For every held-out subject the sets are:
+
+positives
+    ``clean``: the subject at every background, position and size (random jitter);
+    ``vae``: the same through the micro VAE's round trip;
+    ``degraded``: the VAE round trip plus blur and noise at the strength measured on the base
+    model's own samples (``sample_degradation``: each image gets the blur and noise of one
+    measured sample).
+hard negatives (all degraded the same way, except the base model's samples)
+    ``class prior (base model)``: the base model's samples of the class prompt ("a yellow
+    triangle on a black background, large, center") at every background, position and size;
+    ``class prior``: renders of the class shape in the class colour;
+    ``speckled``: the class shape with 15-45% of its pixels in the part colour;
+    ``textured``: the class shape in stripes or checks of the subject's two colours;
+    ``swapped``: the subject's colours exchanged (the part where the body was);
+    ``other subjects``: the other held-out subjects.
+
+The oracle is a binary judge: true-positive rate on each positive set, false-positive rate on each
+negative set.  DINO and CLIP-I are scored as in the benchmark (mean cosine to the subject's
+references), so they are rated by AUC of positives against each negative set, and by their error
+rates at the threshold that best separates ``degraded`` from ``class prior (base model)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import oracle
+from .world import BACKGROUNDS, JITTER, POSITIONS, SIZES, SUBJECTS, Scene, caption, reference_scenes, render
+
+POSITIVE_SETS = ("clean", "vae", "degraded")
+NEGATIVE_SETS = ("class prior (base model)", "class prior", "speckled", "textured", "swapped", "other subjects")
+TARGETS = {"oracle_subject": "FPR <= 0.05 on every negative set, TPR >= 0.90 on every positive set",
+           "dino": "AUC >= 0.90, degraded subject vs class prior (both sets)",
+           "clip_i": "measured; no target"}
+
+
+def layouts(rng: np.random.Generator, n: int | None = None) -> list[tuple]:
+    """(background, position, size, dx, dy): every background x position x size (or ``n`` of them)."""
+    out = []
+    for bg in BACKGROUNDS:
+        for pos in POSITIONS:
+            for size in SIZES:
+                j = JITTER[size]
+                out.append((bg, pos, size, *(int(v) for v in rng.integers(-j, j + 1, 2))))
+    if n is not None:
+        out = [out[i] for i in rng.choice(len(out), size=min(n, len(out)), replace=False)]
+    return out
+
+
+def _class_scene(subject: str, lay) -> Scene:
+    s = SUBJECTS[subject]
+    return Scene(s.class_shape, s.colors[0], lay[0], lay[1], lay[2], dx=lay[3], dy=lay[4])
+
+
+def _recolour(img: np.ndarray, scene: Scene, colour_of) -> np.ndarray:
+    """Repaint the ink pixels of ``img`` (rendered from ``scene``) with ``colour_of(y, x)``."""
+    ink = np.any(img != np.array(BACKGROUNDS[scene.background], np.uint8), axis=-1)
+    out = img.copy()
+    ys, xs = np.nonzero(ink)
+    out[ys, xs] = np.array([colour_of(y, x) for y, x in zip(ys, xs)], np.uint8)
+    return out
+
+
+def hard_negatives(subject: str, lay, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """One image of each rendered hard-negative kind for ``subject`` at layout ``lay``."""
+    from .world import COLORS
+
+    s = SUBJECTS[subject]
+    body, part = (np.array(COLORS[c]) for c in s.colors)
+    prior_scene = _class_scene(subject, lay)
+    prior = render(prior_scene)
+    density = rng.uniform(0.15, 0.45)
+    speckled = _recolour(prior, prior_scene, lambda y, x: part if rng.random() < density else body)
+    kind = int(rng.integers(4))
+    texture = [lambda y, x: (y // 2) % 2, lambda y, x: (x // 2) % 2, lambda y, x: (y // 2 + x // 2) % 2,
+               lambda y, x: (y + x) % 2][kind]
+    textured = _recolour(prior, prior_scene, lambda y, x: part if texture(y, x) else body)
+    subj = render(Scene(s.class_shape, None, *lay[:3], "plain", subject, lay[3], lay[4]))
+    swapped = subj.copy()
+    is_body, is_part = np.all(subj == body, -1), np.all(subj == part, -1)
+    swapped[is_body], swapped[is_part] = part, body
+    others = [n for n in SUBJECTS if n != subject]
+    other = others[int(rng.integers(len(others)))]
+    o = render(Scene(SUBJECTS[other].class_shape, None, *lay[:3], "plain", other, lay[3], lay[4]))
+    return {"class prior": prior, "speckled": speckled, "textured": textured, "swapped": swapped, "other subjects": o}
+
+
+@torch.no_grad()
+def vae_round_trip(vae, images: np.ndarray) -> np.ndarray:
+    x = torch.as_tensor(images).permute(0, 3, 1, 2).float().to(vae.device) / 127.5 - 1
+    rec = torch.cat([vae.decode(vae.encode(c).latent_dist.mode()).sample for c in x.split(256)])
+    return ((rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    if sigma <= 0:
+        return x
+    r = max(1, int(np.ceil(3 * sigma)))
+    k = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float32) ** 2 / (2 * sigma**2))
+    k = k / k.sum()
+    x = F.pad(x, (r, r, 0, 0), mode="replicate")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
+    x = F.pad(x, (0, 0, r, r), mode="replicate")
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
+
+
+def degrade(images: np.ndarray, strengths: list[tuple[float, float]], rng: np.random.Generator) -> np.ndarray:
+    """Blur (Gaussian sigma, px) and noise (std, RGB units) of a randomly chosen measured sample per image."""
+    out = []
+    for img in images:
+        sigma, noise = strengths[int(rng.integers(len(strengths)))]
+        x = _blur(torch.as_tensor(img).permute(2, 0, 1)[None].float(), sigma)[0].permute(1, 2, 0).numpy()
+        out.append(np.clip(x + rng.normal(0, noise, x.shape), 0, 255).round().astype(np.uint8))
+    return np.stack(out)
+
+
+BLUR_GRID = (0.0, 0.3, 0.5, 0.7, 0.9, 1.2, 1.5)
+
+
+def sample_degradation(samples: np.ndarray, scenes: list[Scene]) -> list[tuple[float, float]]:
+    """Per sample of the base model: the (blur sigma, noise std) that best explain it as a
+    degraded clean render of its prompt, the uncaptioned jitter searched over."""
+    out = []
+    for img, scene in zip(samples, scenes):
+        y = torch.as_tensor(img).float()
+        j = JITTER[scene.size]
+        best = None
+        for dx in range(-j, j + 1):
+            for dy in range(-j, j + 1):
+                ref = torch.as_tensor(render(Scene(**{**scene.captioned.__dict__, "dx": dx, "dy": dy}))).float()
+                ref = ref.permute(2, 0, 1)[None]
+                for sigma in BLUR_GRID:
+                    res = y - _blur(ref, sigma)[0].permute(1, 2, 0)
+                    err = float(res.pow(2).mean())
+                    if best is None or err < best[0]:
+                        best = (err, sigma, float(res.std()))
+        out.append((best[1], best[2]))
+    return out
+
+
+def auc(pos, neg) -> float:
+    """P(score of a positive > score of a negative), ties counted half (Mann-Whitney U / n1 n2)."""
+    pos, neg = np.asarray(pos, float), np.asarray(neg, float)
+    if not len(pos) or not len(neg):
+        return float("nan")
+    allv = np.concatenate([pos, neg])
+    order = allv.argsort(kind="mergesort")
+    ranks = np.empty(len(allv))
+    sorted_v = allv[order]
+    i = 0
+    while i < len(allv):  # average ranks over ties
+        k = i
+        while k + 1 < len(allv) and sorted_v[k + 1] == sorted_v[i]:
+            k += 1
+        ranks[order[i:k + 1]] = (i + k) / 2 + 1
+        i = k + 1
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def best_threshold(pos, neg) -> tuple[float, float, float]:
+    """(threshold, TPR, FPR) maximising TPR - FPR (Youden's J) for 'score >= threshold'."""
+    pos, neg = np.asarray(pos, float), np.asarray(neg, float)
+    best = (float("nan"), 0.0, 0.0)
+    for t in np.unique(np.concatenate([pos, neg])):
+        tpr, fpr = float((pos >= t).mean()), float((neg >= t).mean())
+        if tpr - fpr > best[1] - best[2]:
+            best = (float(t), tpr, fpr)
+    return best
+
+
+def reference_images(subject: str) -> np.ndarray:
+    return np.stack([render(s) for s in reference_scenes(subject)])
+
+
+def class_prompts(subject: str, lays) -> tuple[list[str], list[Scene]]:
+    scenes = [_class_scene(subject, lay).captioned for lay in lays]
+    return [caption(s) for s in scenes], scenes
+
+
+def oracle_verdicts(images: np.ndarray, subject: str) -> np.ndarray:
+    return np.array([bool(oracle.subject_match(img, subject)) for img in images], float)
