@@ -1,8 +1,8 @@
 """LoRA in and out, only through diffusers and peft APIs.
 
 Training adds a peft adapter to the denoiser (`unet.add_adapter`, `transformer.add_adapter`).
-Saving converts peft's state dict to diffusers' format and writes it with the pipeline class's
-`save_lora_weights` (`unet_lora_layers=` or `transformer_lora_layers=`, as the model family says),
+Saving takes peft's state dict in the key format the family's loader reads and writes it with the
+pipeline class's `save_lora_weights` (`unet_lora_layers=` or `transformer_lora_layers=`, as the model family says),
 together with the adapter's LoraConfig as metadata so that alpha survives. Sampling loads the saved file with
 `pipe.load_lora_weights`, so every image dcobench scores came from the file a user would load.
 """
@@ -45,15 +45,11 @@ def add_lora(model, rank: int, alpha: float, target_modules: list[str], seed: in
 
 
 def save_lora(pipe, folder: Path) -> Path:
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft.utils import get_peft_model_state_dict
-
     from .families import family_of
 
     family = family_of(pipe)
     model = family.denoiser(pipe)
-    state = get_peft_model_state_dict(model, adapter_name=TRAIN_ADAPTER)
-    state = convert_state_dict_to_diffusers(state)
+    state = family.lora_layers(model, TRAIN_ADAPTER)
     metadata = model.peft_config[TRAIN_ADAPTER].to_dict()
     type(pipe).save_lora_weights(folder, **family.lora_save_kwargs(state, metadata), weight_name=WEIGHT_NAME)
     return Path(folder) / WEIGHT_NAME

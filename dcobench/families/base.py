@@ -102,6 +102,13 @@ class Family:
     def scale_model_input(self, scheduler, x: torch.Tensor, t) -> torch.Tensor:
         return scheduler.scale_model_input(x, t)
 
+    def lora_layers(self, model, adapter_name: str) -> dict:
+        """The adapter's weights in the key format this family's `load_lora_weights` reads: peft's
+        own (`lora_A`/`lora_B`), as diffusers' transformer training scripts save them."""
+        from peft.utils import get_peft_model_state_dict
+
+        return get_peft_model_state_dict(model, adapter_name=adapter_name)
+
     def lora_save_kwargs(self, layers: dict, metadata: dict) -> dict:
         """The `save_lora_weights` arguments for the denoiser's LoRA."""
         return {f"{self.denoiser_attr}_lora_layers": layers, f"{self.denoiser_attr}_lora_adapter_metadata": metadata}

@@ -75,5 +75,12 @@ class UNetFamily(Family):
     def forward(self, model, x, t, cond):
         return unet_forward(model, x, t, cond)
 
+    def lora_layers(self, model, adapter_name):
+        # diffusers' UNet scripts convert to its own key names; on a transformer that conversion
+        # renames to_q/k/v/out but not add_*_proj, and the SD3 loader then drops the renamed ones
+        from diffusers.utils import convert_state_dict_to_diffusers
+
+        return convert_state_dict_to_diffusers(super().lora_layers(model, adapter_name))
+
     def noising(self, scheduler):
         return DDPMNoising(scheduler.config)
