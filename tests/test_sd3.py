@@ -264,3 +264,20 @@ def test_run_report_and_stock_load_end_to_end(sd3_path, tmp_path, cli):
     stock.load_lora_weights(lora_dir)
     image = stock("a photo of sks toy", num_inference_steps=2, height=32, width=32, output_type="np").images[0]
     assert image.shape == (32, 32, 3) and np.isfinite(image).all()
+
+
+def test_offline_t5_tokenizer_round_trips(tmp_path):
+    """The tiny SD3's T5 tokenizer: a Unigram vocabulary built from CLIP's BPE merges, no download."""
+    from transformers import AutoTokenizer
+
+    from dcobench.models.tokenizer import offline_t5_tokenizer
+
+    tok = offline_t5_tokenizer(32)
+    ids = tok("a photo of sks dog, in the snow!").input_ids
+    assert ids[-1] == tok.eos_token_id == 1 and tok.pad_token_id == 0 and tok.unk_token_id not in ids
+    assert tok.convert_ids_to_tokens(ids)[:3] == ["▁a", "▁photo", "▁of"]
+    assert tok.unk_token_id not in tok("Zebra #42 @ 3:15").input_ids  # every printable character has a piece
+    tok.save_pretrained(tmp_path)
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    assert again("a photo of sks dog").input_ids == tok("a photo of sks dog").input_ids
+    assert again.model_max_length == 32
