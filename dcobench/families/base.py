@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 
-from ..errors import DcoError
 from ..registry import Registry
 
 FAMILIES = Registry("model family")

@@ -60,7 +60,7 @@ class FlowMatchNoising(Noising):
         if cfg.snr_gamma:
             raise DcoError("train.snr_gamma: Min-SNR weighting is defined for epsilon/v-prediction UNets; sd3 is "
                            "trained by flow matching with a logit-normal timestep density; set train.snr_gamma=0")
-        return None
+        return None  # uniform, as in diffusers' SD3 script with its default logit_normal weighting
 
 
 @register
