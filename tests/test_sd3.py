@@ -206,6 +206,9 @@ def test_model_flag_picks_the_family(sd3_path, tiny_sd_path):
     from dcobench.plan import make_plan
     from dcobench.suites import get_suite
 
+    from dcobench.models.pipeline import native_resolution
+
+    assert native_resolution(str(sd3_path), default=7) == 32  # transformer sample size x VAE downsampling
     suite = get_suite("tiny", model=str(sd3_path))
     assert suite.resolution == 32 and suite.defaults["train"]["target_modules"] == LORA_TARGETS
     assert suite.defaults["train"]["steps"] == get_suite("tiny").defaults["train"]["steps"]  # suite's own kept

@@ -116,17 +116,17 @@ class Family:
         """Merges (direct, ZipLoRA) read and write UNet LoRA keys; families without them refuse."""
 
 
-def read_config(model: str | Path, subfolder: str) -> dict | None:
-    """A component's config.json from a local folder or the hub cache; None if unreadable."""
-    from diffusers import ModelMixin
+def read_config(model: str | Path, subfolder: str, cls_name: str) -> dict | None:
+    """A component's config.json (diffusers class `cls_name`) from a local folder or the hub
+    cache, without weights; None if unreadable."""
+    import diffusers
 
     try:
-        return dict(ModelMixin.load_config(str(model), subfolder=subfolder))
+        return dict(getattr(diffusers, cls_name).load_config(str(model), subfolder=subfolder))
     except Exception:
         return None
 
 
 def vae_scale(model: str | Path) -> int | None:
-    vae = read_config(model, "vae")
+    vae = read_config(model, "vae", "AutoencoderKL")
     return None if vae is None else 2 ** (len(vae["block_out_channels"]) - 1)
-

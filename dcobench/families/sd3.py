@@ -76,7 +76,7 @@ class SD3(Family):
     prediction = "flow-matching velocity"
 
     def native_resolution(self, model):
-        cfg, scale = read_config(model, "transformer"), vae_scale(model)
+        cfg, scale = read_config(model, "transformer", "SD3Transformer2DModel"), vae_scale(model)
         return None if cfg is None or scale is None else int(cfg["sample_size"]) * scale
 
     def encode(self, pipe, prompts, resolution):

@@ -69,7 +69,7 @@ class UNetFamily(Family):
     denoiser_attr = "unet"
 
     def native_resolution(self, model):
-        unet, scale = read_config(model, "unet"), vae_scale(model)
+        unet, scale = read_config(model, "unet", "UNet2DConditionModel"), vae_scale(model)
         return None if unet is None or scale is None else int(unet["sample_size"]) * scale
 
     def forward(self, model, x, t, cond):
