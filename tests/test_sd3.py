@@ -246,17 +246,18 @@ def test_unsupported_family_on_the_command_line(tmp_path, cli):
 
 
 def test_run_report_and_stock_load_end_to_end(sd3_path, tmp_path, cli):
-    """`dcobench run --model <SD3 folder>`: train (with a new token), sample, score, report; then the
-    run's LoRA and token files load into a stock StableDiffusion3Pipeline."""
+    """`dcobench run --model <SD3 folder>`: train (with a new token; prior preservation's class images
+    from the SD3 base model), sample, score, report; then the run's LoRA and token files load into
+    a stock StableDiffusion3Pipeline."""
     from dcobench.tokens import load_tokens
 
     out = tmp_path / "run"
-    r = cli("run", "--suite", "tiny", "--model", sd3_path, "--methods", "dco,dreambooth", "--out", out, "--quiet",
-            "subjects=[robot]", "train.steps=2", "train.train_token=true", "sample.steps=2", "sample.seeds=[0]",
-            "sample.max_prompts=2")
+    r = cli("run", "--suite", "tiny", "--model", sd3_path, "--methods", "dco,dreambooth,dreambooth_pp", "--out", out,
+            "--quiet", "subjects=[robot]", "train.steps=2", "train.train_token=true", "sample.steps=2",
+            "sample.seeds=[0]", "sample.max_prompts=2", "methods.dreambooth_pp.num_class_images=2")
     assert r.returncode == 0, r.stderr
     results = [json.loads(p.read_text()) for p in out.glob("cells/*/result.json")]
-    assert sorted(res["method"] for res in results) == ["dco", "dco", "dreambooth", "dreambooth"]
+    assert sorted(res["method"] for res in results) == ["dco", "dco", "dreambooth", "dreambooth", "dreambooth_pp"]
     assert all({"dino", "clip_i", "clip_t"} <= set(res["metrics"]) for res in results)
     assert all(res["config"]["train"]["target_modules"] == LORA_TARGETS for res in results)
     r = cli("report", out)
