@@ -61,7 +61,6 @@ class Family:
     # pipeline attribute of each text encoder that gets a trained token -> its key in the saved
     # file; a single encoder with key None is diffusers' plain `{identifier: tensor}` format
     token_encoders: dict[str, str | None] = {"text_encoder": None}
-    prediction = "epsilon or v"  # what the denoiser predicts, for messages and the README
 
     @property
     def names(self) -> tuple[str, ...]:

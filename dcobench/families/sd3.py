@@ -73,7 +73,6 @@ class SD3(Family):
     lora_targets = LORA_TARGETS
     # the identifier gets a row in both CLIPs, as on SDXL; T5 reads it as ordinary word pieces
     token_encoders = {"text_encoder": "clip_l", "text_encoder_2": "clip_g"}
-    prediction = "flow-matching velocity"
 
     def native_resolution(self, model):
         cfg, scale = read_config(model, "transformer", "SD3Transformer2DModel"), vae_scale(model)
