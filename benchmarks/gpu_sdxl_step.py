@@ -16,17 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
-from types import SimpleNamespace
 
 import torch
+from step_timing import DEVICE, RandomCond, timed_training
 
 from dcobench.config import TrainConfig
 from dcobench.methods.dco import DCO
 from dcobench.methods.dreambooth import DreamBooth
-from dcobench.trainer import LatentCache, train_lora
-
-DEVICE = os.environ.get("DCOBENCH_BENCH_DEVICE", "cuda")  # "cpu" only to dry-run the script
+from dcobench.trainer import train_lora
 
 SDXL_UNET = dict(
     sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
@@ -38,28 +35,6 @@ SDXL_UNET = dict(
 )
 
 
-class RandomCond:
-    """SDXL-shaped conditioning, fixed per prompt: what the cached text encoders would return."""
-
-    def __init__(self, device, dtype):
-        self.device, self.dtype, self.cache = device, dtype, {}
-
-    def _one(self, p):
-        if p not in self.cache:
-            g = torch.Generator().manual_seed(hash(p) % 2**31)
-            self.cache[p] = {"encoder_hidden_states": torch.randn(1, 77, 2048, generator=g),
-                             "text_embeds": torch.randn(1, 1280, generator=g),
-                             "time_ids": torch.tensor([[1024.0, 1024, 0, 0, 1024, 1024]])}
-        return self.cache[p]
-
-    def __call__(self, prompts):
-        return {k: torch.cat([self._one(p)[k] for p in prompts]).to(self.device, self.dtype)
-                for k in ("encoder_hidden_states", "text_embeds", "time_ids")}
-
-    def clear(self):
-        pass
-
-
 def real_size(objective, steps: int, warmup: int, checkpointing: bool) -> dict:
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
@@ -69,38 +44,17 @@ def real_size(objective, steps: int, warmup: int, checkpointing: bool) -> dict:
         unet = UNet2DConditionModel(**SDXL_UNET)
     unet.to(torch.bfloat16)
     sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-    pipe = SimpleNamespace(unet=unet, vae=None, text_encoder=None, scheduler=sched)
-    subject = SimpleNamespace(images=[0, 1, 2, 3], captions=[f"a sks dog {i}" for i in range(4)],
-                              base_captions=[f"a dog {i}" for i in range(4)], identifier="sks", class_noun="dog")
-    latents = LatentCache(mean=torch.randn(4, 4, 128, 128, device=dev), std=torch.full((4, 4, 128, 128), 0.1, device=dev))
+    # SDXL-shaped conditioning: what the cached text encoders would return
+    cond = RandomCond("sdxl", {"encoder_hidden_states": (77, 2048), "text_embeds": (1280,)}, dev, torch.bfloat16,
+                      fixed={"time_ids": torch.tensor([[1024.0, 1024, 0, 0, 1024, 1024]])})
     cfg = TrainConfig(steps=warmup + steps, rank=32, alpha=32.0, lr=5e-5, batch_size=1, resolution=1024,
                       mixed_precision="bf16", gradient_checkpointing=checkpointing)
-    marks = {}
-
-    def on_step(step, logs):
-        if step + 1 == warmup:
-            sync()
-            if DEVICE == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            marks["t0"] = time.perf_counter()
-
-    report = train_lora(pipe, RandomCond(dev, torch.bfloat16), latents, subject, objective, cfg, 0, on_step=on_step)
-    sync()
-    per_step = (time.perf_counter() - marks["t0"]) / steps
-    n_params = sum(p.numel() for p in unet.parameters())
-    out = {"objective": objective.name, "ms_per_step": round(1000 * per_step, 1),
-           "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if DEVICE == "cuda" else None,
-           "unet_params": n_params,
-           "gradient_checkpointing": checkpointing, "final_loss": report.losses[-1]}
-    del unet, pipe
+    out = timed_training("unet", unet, sched, cond, (4, 128, 128), objective, cfg, steps, warmup)
+    out["unet_params"] = out.pop("params") + out.pop("lora_params")  # as first recorded: LoRA included
+    del unet
     if DEVICE == "cuda":
         torch.cuda.empty_cache()
     return out
-
-
-def sync():
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
 
 
 def tiny_sdxl_bf16(steps: int = 5) -> dict:

@@ -1,8 +1,9 @@
 """LoRA in and out, only through diffusers and peft APIs.
 
-Training adds a peft adapter to the UNet (`unet.add_adapter`). Saving converts peft's state dict
-to diffusers' format and writes it with the pipeline class's `save_lora_weights`, together with
-the adapter's LoraConfig as metadata so that alpha survives. Sampling loads the saved file with
+Training adds a peft adapter to the denoiser (`unet.add_adapter`, `transformer.add_adapter`).
+Saving takes peft's state dict in the key format the family's loader reads and writes it with the
+pipeline class's `save_lora_weights` (`unet_lora_layers=` or `transformer_lora_layers=`, as the model family says),
+together with the adapter's LoraConfig as metadata so that alpha survives. Sampling loads the saved file with
 `pipe.load_lora_weights`, so every image dcobench scores came from the file a user would load.
 """
 
@@ -18,11 +19,11 @@ WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 TRAIN_ADAPTER = "dcobench_train"
 
 
-def add_lora(unet, rank: int, alpha: float, target_modules: list[str], seed: int) -> list[torch.nn.Parameter]:
-    """Freeze the UNet, add a LoRA adapter, return its (trainable, fp32) parameters."""
+def add_lora(model, rank: int, alpha: float, target_modules: list[str], seed: int) -> list[torch.nn.Parameter]:
+    """Freeze the denoiser, add a LoRA adapter, return its (trainable, fp32) parameters."""
     from peft import LoraConfig
 
-    unet.requires_grad_(False)
+    model.requires_grad_(False)
     torch.manual_seed(seed)  # LoRA A is random; B starts at 0, so step 0 equals the base model
     config = LoraConfig(
         r=rank,
@@ -30,11 +31,12 @@ def add_lora(unet, rank: int, alpha: float, target_modules: list[str], seed: int
         init_lora_weights="gaussian",
         target_modules=list(target_modules),
     )
-    unet.add_adapter(config, adapter_name=TRAIN_ADAPTER)
-    params = [p for n, p in unet.named_parameters() if "lora_" in n]
+    model.add_adapter(config, adapter_name=TRAIN_ADAPTER)
+    params = [p for n, p in model.named_parameters() if "lora_" in n]
     if not params:
         raise DcoError(
-            f"train.target_modules: {target_modules} matched no layer of this UNet; use names such as to_q, to_k, to_v, to_out.0"
+            f"train.target_modules: {target_modules} matched no layer of this {type(model).__name__}; use names "
+            "such as to_q, to_k, to_v, to_out.0 (SD3 also add_q_proj, add_k_proj, add_v_proj, to_add_out)"
         )
     for p in params:
         p.data = p.data.float()
@@ -43,24 +45,22 @@ def add_lora(unet, rank: int, alpha: float, target_modules: list[str], seed: int
 
 
 def save_lora(pipe, folder: Path) -> Path:
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft.utils import get_peft_model_state_dict
+    from .families import family_of
 
-    unet = pipe.unet
-    state = get_peft_model_state_dict(unet, adapter_name=TRAIN_ADAPTER)
-    state = convert_state_dict_to_diffusers(state)
-    metadata = unet.peft_config[TRAIN_ADAPTER].to_dict()
-    type(pipe).save_lora_weights(
-        folder,
-        unet_lora_layers=state,
-        unet_lora_adapter_metadata=metadata,
-        weight_name=WEIGHT_NAME,
-    )
+    family = family_of(pipe)
+    model = family.denoiser(pipe)
+    state = family.lora_layers(model, TRAIN_ADAPTER)
+    metadata = model.peft_config[TRAIN_ADAPTER].to_dict()
+    type(pipe).save_lora_weights(folder, **family.lora_save_kwargs(state, metadata), weight_name=WEIGHT_NAME)
     return Path(folder) / WEIGHT_NAME
 
 
-def remove_training_adapter(unet) -> None:
-    unet.delete_adapters(TRAIN_ADAPTER)
+def has_training_adapter(model) -> bool:
+    return TRAIN_ADAPTER in getattr(model, "peft_config", {})
+
+
+def remove_training_adapter(model) -> None:
+    model.delete_adapters(TRAIN_ADAPTER)
 
 
 def load_lora(pipe, folder: Path, adapter_name: str = "dcobench") -> str:

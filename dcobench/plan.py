@@ -75,6 +75,12 @@ def resolve(config_path=None, overrides=(), methods: list[str] | None = None, su
     from .merging import merge_configs
 
     cfg.merges = merge_configs(cfg, raw_merges)
+    if cfg.merge:
+        from .families import family_of_model
+
+        family = family_of_model(suite_obj.model)
+        if family is not None:
+            family.check_merges()
     for m in cfg.report.pareto_metrics:
         if m not in cfg.score.metrics:
             raise DcoError(f"report.pareto_metrics: '{m}' is not scored by this run (score.metrics: "

@@ -102,7 +102,7 @@ def class_images(
 ) -> list[Path]:
     """`count` images of `class_prompt` from the base model (plain CFG), generated once per key.
 
-    Any LoRA attached to `pipe.unet` is switched off while sampling: the prior is the base model's.
+    Any LoRA attached to the denoiser is switched off while sampling: the prior is the base model's.
     """
     if count < 1:
         raise DcoError(f"class images: count must be at least 1 (got {count}); raise the number of class images")
@@ -126,8 +126,9 @@ def class_images(
     try:
         jobs = [ImageJob(class_prompt, class_prompt, 0, seed, k) for k in range(count)]
         start = time.perf_counter()
-        sampler = GuidedSampler(pipe, Conditioner(pipe, resolution), resolution)
-        with lora_disabled(pipe.unet):
+        cond = Conditioner(pipe, resolution)
+        sampler = GuidedSampler(pipe, cond, resolution)
+        with lora_disabled(cond.denoiser):
             images = sampler.sample(jobs, sample_cfg, "cfg")
         for job, img in zip(jobs, images):
             atomic_save_image(tmp / image_name(job.index), img)

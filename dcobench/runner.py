@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .errors import DcoError
-from .lora import WEIGHT_NAME, load_lora, remove_training_adapter, save_lora, unload_lora
+from .lora import WEIGHT_NAME, has_training_adapter, load_lora, remove_training_adapter, save_lora, unload_lora
 from .models.pipeline import Conditioner, load_pipeline, resolve_device
 from .plan import Cell, Plan
 from .registry import METHODS
@@ -139,8 +139,8 @@ def _train(ctx: _Context, cell: Cell, lora_dir: Path, progress: Progress) -> Non
                 "provenance": provenance(),
             })
     finally:
-        if "dcobench_train" in getattr(ctx.pipe.unet, "peft_config", {}):
-            remove_training_adapter(ctx.pipe.unet)
+        if has_training_adapter(ctx.cond.denoiser):
+            remove_training_adapter(ctx.cond.denoiser)
         if report is not None and report.tokens is not None:
             report.tokens.remove(ctx.pipe)
             ctx.cond.clear()

@@ -1,10 +1,12 @@
 """Prompt grids with classifier-free or consistency guidance.
 
-Plain CFG (of whatever UNet is active, LoRA included):
+The formulas are in the space the denoiser predicts: epsilon (or v) for SD1.5 and SDXL UNets, the
+flow-matching velocity for SD3; "eps" below stands for either. Plain CFG (of whatever denoiser is
+active, LoRA included):
 
     eps = eps_theta(0) + s * (eps_theta(c) - eps_theta(0))
 
-DCO's consistency guidance, with eps_phi the UNet with its LoRA disabled and c_base the base prompt
+DCO's consistency guidance, with eps_phi the denoiser with its LoRA disabled and c_base the base prompt
 (class noun in place of the identifier):
 
     eps = eps_phi(0) + w_text * (eps_phi(c_base) - eps_phi(0)) + w_con * (eps_theta(c) - eps_phi(c_base))
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 from .config import SampleConfig
-from .models.pipeline import Conditioner, cat, unet_forward
+from .models.pipeline import Conditioner, cat
 from .store import atomic_save_image
 
 
@@ -64,16 +66,16 @@ def combine_consistency(eps_phi_uncond, eps_phi_base, eps_theta, w_text: float, 
 
 
 @contextlib.contextmanager
-def lora_disabled(unet):
-    """The base model eps_phi: the same UNet with its adapters switched off."""
-    if not getattr(unet, "_hf_peft_config_loaded", False):
+def lora_disabled(model):
+    """The base model eps_phi: the same denoiser with its adapters switched off."""
+    if not getattr(model, "_hf_peft_config_loaded", False):
         yield
         return
-    unet.disable_adapters()
+    model.disable_adapters()
     try:
         yield
     finally:
-        unet.enable_adapters()
+        model.enable_adapters()
 
 
 class GuidedSampler:
@@ -82,15 +84,15 @@ class GuidedSampler:
         self.vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
 
     def guided_eps(self, x, t, prompts, base_prompts, cfg: SampleConfig, guidance: str):
-        unet, n = self.pipe.unet, len(prompts)
+        family, model, n = self.cond.family, self.cond.denoiser, len(prompts)
         uncond = self.cond([""] * n)
         x2 = torch.cat([x, x])
         if guidance == "cfg":
-            out = unet_forward(unet, x2, t, cat([uncond, self.cond(prompts)]))
+            out = family.forward(model, x2, t, cat([uncond, self.cond(prompts)]))
             return combine_cfg(*out.chunk(2), cfg.cfg_scale)
-        with torch.no_grad(), lora_disabled(unet):
-            phi_uncond, phi_base = unet_forward(unet, x2, t, cat([uncond, self.cond(base_prompts)])).chunk(2)
-        theta = unet_forward(unet, x, t, self.cond(prompts))
+        with torch.no_grad(), lora_disabled(model):
+            phi_uncond, phi_base = family.forward(model, x2, t, cat([uncond, self.cond(base_prompts)])).chunk(2)
+        theta = family.forward(model, x, t, self.cond(prompts))
         return combine_consistency(phi_uncond, phi_base, theta, cfg.w_text, cfg.w_con)
 
     @torch.no_grad()
@@ -98,7 +100,7 @@ class GuidedSampler:
         """Denoise `jobs` in batches; returns HxWx3 uint8 arrays in job order."""
         from diffusers.utils.torch_utils import randn_tensor
 
-        pipe, unet = self.pipe, self.pipe.unet
+        pipe, family, model = self.pipe, self.cond.family, self.cond.denoiser
         scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
         step_kwargs = {"eta": 0.0} if "eta" in inspect.signature(scheduler.step).parameters else {}
         size = self.resolution // self.vae_scale
@@ -106,13 +108,13 @@ class GuidedSampler:
         for start in range(0, len(jobs), cfg.batch_size):
             batch = jobs[start : start + cfg.batch_size]
             gens = [torch.Generator().manual_seed(j.noise_seed) for j in batch]
-            shape = (len(batch), unet.config.in_channels, size, size)
-            scheduler.set_timesteps(cfg.steps, device=unet.device)
-            latents = randn_tensor(shape, generator=gens, device=unet.device, dtype=unet.dtype)
-            latents = latents * scheduler.init_noise_sigma
+            shape = (len(batch), model.config.in_channels, size, size)
+            family.set_timesteps(scheduler, cfg.steps, model.device, model, shape)
+            latents = randn_tensor(shape, generator=gens, device=model.device, dtype=model.dtype)
+            latents = latents * family.init_noise_sigma(scheduler)
             prompts, bases = [j.prompt for j in batch], [j.base_prompt for j in batch]
             for t in scheduler.timesteps:
-                x = scheduler.scale_model_input(latents, t)
+                x = family.scale_model_input(scheduler, latents, t)
                 eps = self.guided_eps(x, t, prompts, bases, cfg, guidance)
                 latents = scheduler.step(eps, t, latents, **step_kwargs, return_dict=False)[0]
             images.extend(self.decode(latents))

@@ -1,8 +1,9 @@
 """New-token training: a textual-inversion-style identifier token, as in the DCO paper.
 
-`add_identifier_tokens` gives the identifier (`sks`) its own row in every text encoder of the
-pipeline (SD: `text_encoder`; SDXL: also `text_encoder_2`), initialised to the mean embedding of
-the class noun's tokens, and returns a `TokenState` that the trainer drives:
+`add_identifier_tokens` gives the identifier (`sks`) its own row in every CLIP text encoder of the
+pipeline (the model family's `token_encoders`: SD `text_encoder`; SDXL and SD3 also
+`text_encoder_2`; SD3's T5 reads the identifier as ordinary word pieces), initialised to the mean
+embedding of the class noun's tokens, and returns a `TokenState` that the trainer drives:
 
     state = add_identifier_tokens(pipe, "sks", "dog")
     optimizer.add_param_group({"params": state.params(), "lr": 5e-6})
@@ -23,11 +24,14 @@ runs unchanged in half precision, the optimizer updates the very weight the forw
 updates smaller than a half-precision ulp still accumulate in the fp32 master row. A side effect
 while a TokenState is live: transformers reports `text_encoder.dtype` from the first parameter,
 i.e. float32, so `encode_prompt` returns float32 tensors (holding half-precision values);
-`unet_forward` casts them to the UNet's dtype. `remove` puts the half-precision weight back.
+the family's `forward` casts them to the denoiser's dtype. `remove` puts the half-precision
+weight back.
 
 Saved files are diffusers' own textual-inversion formats, so a stock pipeline loads them with
-`load_textual_inversion` (see `load_tokens`): SD `{identifier: [1, dim]}`; SDXL `clip_l` and
-`clip_g`, one `[1, dim]` tensor per text encoder.
+`load_textual_inversion` (see `load_tokens`): SD `{identifier: [1, dim]}`; SDXL and SD3 `clip_l`
+and `clip_g`, one `[1, dim]` tensor per text encoder. diffusers' SD3 pipeline has no
+`load_textual_inversion`, so there `load_tokens` does what it does with transformers' own calls
+(`tokenizer.add_tokens`, `resize_token_embeddings`, set the row).
 """
 
 from __future__ import annotations
@@ -41,12 +45,11 @@ import torch
 from torch import nn
 
 from .errors import DcoError
-from .models.pipeline import family
+from .families import FAMILIES, family_of
 from .store import atomic_write_bytes, atomic_write_json, read_json
 
 EMBEDS_FILE = "learned_embeds.safetensors"
 META_FILE = "tokens.json"
-SDXL_KEYS = {"text_encoder": "clip_l", "text_encoder_2": "clip_g"}
 
 
 @dataclass
@@ -67,13 +70,17 @@ class EncoderToken:
     hook: Any = field(default=None, repr=False)
 
 
+def _tokenizer_name(encoder_name: str) -> str:
+    return encoder_name.replace("text_encoder", "tokenizer")
+
+
 def _pairs(pipe) -> list[tuple[str, Any, Any]]:
-    pairs = [(n, getattr(pipe, t, None), getattr(pipe, n, None))
-             for t, n in (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2"))]
+    pairs = [(n, getattr(pipe, _tokenizer_name(n), None), getattr(pipe, n, None))
+             for n in family_of(pipe).token_encoders]
     pairs = [p for p in pairs if p[1] is not None and p[2] is not None]
     if not pairs:
         raise DcoError("pipeline: it has no tokenizer/text encoder pair to add an identifier token to; "
-                       "use an SD or SDXL pipeline")
+                       "use an SD, SDXL or SD3 pipeline")
     return pairs
 
 
@@ -130,7 +137,7 @@ def add_identifier_tokens(pipe, identifier: str, class_noun: str) -> TokenState:
             norms = weight[[tid]].norm(dim=-1).clone()
         encoders.append(EncoderToken(name, tok, te, [tid], weight, norms, original, dtype, rows_before,
                                      added, requires_grad, hook))
-    return TokenState(identifier, class_noun, family(pipe), encoders)
+    return TokenState(identifier, class_noun, family_of(pipe).name, encoders)
 
 
 class TokenState:
@@ -172,10 +179,11 @@ class TokenState:
         from safetensors.torch import save as to_bytes
 
         emb = self.embeddings()
-        if self.family == "sd":
+        keys = FAMILIES.get(self.family).token_encoders
+        if list(keys.values()) == [None]:
             tensors, fmt = {self.identifier: emb["text_encoder"]}, "diffusers-textual-inversion"
-        else:
-            tensors, fmt = {SDXL_KEYS[k]: v for k, v in emb.items()}, "diffusers-textual-inversion-sdxl"
+        else:  # one tensor per text encoder, under diffusers' clip_l / clip_g keys
+            tensors, fmt = {keys[k]: v for k, v in emb.items()}, "diffusers-textual-inversion-sdxl"
         folder = Path(folder)
         atomic_write_bytes(folder / EMBEDS_FILE, to_bytes(tensors))
         atomic_write_json(folder / META_FILE, {
@@ -229,7 +237,8 @@ def _remove_added_token(tokenizer, token: str) -> None:
 
 
 def load_tokens(pipe, folder: str | Path) -> list[str]:
-    """Load tokens saved by `TokenState.save` through `pipe.load_textual_inversion`; return them."""
+    """Load tokens saved by `TokenState.save` through `pipe.load_textual_inversion` (or, on a
+    pipeline without it such as SD3, the same steps through transformers); return them."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -237,25 +246,46 @@ def load_tokens(pipe, folder: str | Path) -> list[str]:
     if not meta_path.is_file():
         raise DcoError(f"{meta_path}: token file not found; train with new-token training or point to its folder")
     meta = read_json(meta_path)
-    if meta.get("family") != family(pipe):
+    fam = family_of(pipe)
+    if meta.get("family") not in fam.names:
         raise DcoError(f"{meta_path}: tokens were trained for {meta.get('family')} but the pipeline is "
-                       f"{family(pipe)}; load them into a pipeline of the same model")
+                       f"{fam.name}; load them into a pipeline of the same model")
     state = load_file(str(folder / meta["file"]))
     ident = meta["identifier"]
-    if meta["family"] == "sd":
-        pipe.load_textual_inversion(state, token=ident)
-    else:
-        for name, key in SDXL_KEYS.items():
-            tok = getattr(pipe, name.replace("text_encoder", "tokenizer"))
-            pipe.load_textual_inversion(state[key], token=ident, text_encoder=getattr(pipe, name), tokenizer=tok)
+    for name, key in fam.token_encoders.items():
+        tok, te = getattr(pipe, _tokenizer_name(name)), getattr(pipe, name)
+        row = state[ident if key is None else key]
+        if hasattr(pipe, "load_textual_inversion"):
+            pipe.load_textual_inversion(row, token=ident, text_encoder=te, tokenizer=tok)
+        else:
+            _add_row(tok, te, ident, row)
     return [ident]
 
 
+def _add_row(tokenizer, text_encoder, token: str, row: torch.Tensor) -> None:
+    """What diffusers' load_textual_inversion does for one single-vector token."""
+    if token not in tokenizer.added_tokens_encoder:
+        if token in tokenizer.get_vocab():
+            raise DcoError(f"token '{token}' is already in the tokenizer's vocabulary; it cannot be loaded as a new token")
+        tokenizer.add_tokens([token])
+    tid = tokenizer.convert_tokens_to_ids(token)
+    if text_encoder.get_input_embeddings().num_embeddings < len(tokenizer):
+        text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    weight = text_encoder.get_input_embeddings().weight
+    with torch.no_grad():
+        weight[tid] = row.reshape(-1).to(weight.device, weight.dtype)
+
+
 def unload_tokens(pipe, tokens: list[str]) -> None:
-    """Remove tokens loaded by `load_tokens` through `pipe.unload_textual_inversion`."""
-    if family(pipe) == "sd":
-        pipe.unload_textual_inversion(tokens)
+    """Remove tokens loaded by `load_tokens` (through `pipe.unload_textual_inversion` where it exists)."""
+    pairs = [(getattr(pipe, _tokenizer_name(n)), getattr(pipe, n)) for n in family_of(pipe).token_encoders]
+    if hasattr(pipe, "unload_textual_inversion"):
+        for tok, te in pairs:
+            pipe.unload_textual_inversion(tokens, text_encoder=te, tokenizer=tok)
         return
-    for name in SDXL_KEYS:
-        tok = getattr(pipe, name.replace("text_encoder", "tokenizer"))
-        pipe.unload_textual_inversion(tokens, text_encoder=getattr(pipe, name), tokenizer=tok)
+    for tok, te in pairs:
+        for token in reversed(tokens):
+            if token in tok.added_tokens_encoder:  # a tokenizer shared by two encoders loses it once
+                _remove_added_token(tok, token)
+        if te.get_input_embeddings().num_embeddings > len(tok):
+            te.resize_token_embeddings(len(tok), mean_resizing=False)

@@ -1,10 +1,12 @@
-"""The one training loop, for every objective.
+"""The one training loop, for every objective and every model family.
 
 Per subject, the VAE posterior of each reference image and the text conditioning of each caption
 (and base caption) are computed once and cached; a step only samples a latent from the cached
-posterior, noises it and runs the UNet. The objective's capability flags decide what else runs:
-`needs_reference` adds a no-grad pass of the same UNet with its LoRA disabled, on the same noisy
-latents, timesteps and noise, conditioned on the base caption.
+posterior, noises it and runs the denoiser (a UNet or an SD3 transformer). The model family
+(`cond.family`) decides how to noise, what the target is and how the denoiser is called. The
+objective's capability flags decide what else runs: `needs_reference` adds a no-grad pass of the
+same denoiser with its LoRA disabled, on the same noisy latents, timesteps and noise, conditioned
+on the base caption.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from .config import TrainConfig
 from .errors import DcoError
 from .lora import add_lora
 from .methods.base import Objective
-from .models.pipeline import Conditioner, unet_forward
+from .models.pipeline import Conditioner
 from .suites.base import Subject
 
 
@@ -70,15 +72,6 @@ def encode_images(vae, paths, resolution: int, batch_size: int = 8) -> LatentCac
     return LatentCache(mean=(torch.cat(means) - shift) * scale, std=torch.cat(stds) * scale)
 
 
-def diffusion_target(scheduler, latents, noise, timesteps) -> torch.Tensor:
-    kind = scheduler.config.prediction_type
-    if kind == "epsilon":
-        return noise
-    if kind == "v_prediction":
-        return scheduler.get_velocity(latents, noise, timesteps)
-    raise DcoError(f"scheduler prediction_type '{kind}' is not supported; use epsilon or v_prediction")
-
-
 @dataclass
 class TrainReport:
     losses: list[float]
@@ -97,14 +90,6 @@ class PriorData:
 
     def __len__(self) -> int:
         return self.latents.mean.shape[0]
-
-
-def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Min-SNR-gamma (Hang et al. 2023): min(SNR, gamma) / SNR for epsilon, / (SNR + 1) for v."""
-    abar = scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
-    snr = abar / (1 - abar)
-    clipped = torch.clamp(snr, max=gamma)
-    return clipped / (snr + 1) if scheduler.config.prediction_type == "v_prediction" else clipped / snr
 
 
 def make_optimizer(params, cfg: TrainConfig):
@@ -130,25 +115,26 @@ def train_lora(
     on_checkpoint: Callable[[int, object], None] | None = None,
     prior: PriorData | None = None,
 ) -> TrainReport:
-    """Train a LoRA on `pipe.unet` in place; the adapter stays attached for the caller to save.
+    """Train a LoRA on the denoiser (`pipe.unet` or `pipe.transformer`) in place; the adapter
+    stays attached for the caller to save.
 
     `cfg.steps` counts optimizer steps, each of `cfg.grad_accum` micro-batches of `cfg.batch_size`.
     `on_checkpoint(step, tokens)` is called every `cfg.checkpoint_every` steps before the last.
     With `cfg.train_token` the identifier also becomes a new token trained at `cfg.token_lr`, so the
     captions are re-encoded with gradients each step; the base captions (no identifier) stay cached.
     `prior` (class images) is required when the objective `needs_prior`: each micro-batch then
-    holds `batch_size` instance and `batch_size` class examples in one UNet call.
+    holds `batch_size` instance and `batch_size` class examples in one denoiser call.
     """
-    from diffusers import DDPMScheduler
-
-    unet = pipe.unet
-    for module in (pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
+    family = cond.family
+    model = family.denoiser(pipe)
+    for name in ("vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
+        module = getattr(pipe, name, None)
         if module is not None:
             module.requires_grad_(False)
-    params = add_lora(unet, cfg.rank, cfg.alpha, cfg.target_modules, seed)
+    params = add_lora(model, cfg.rank, cfg.alpha, cfg.target_modules, seed)
     if cfg.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
+        model.enable_gradient_checkpointing()
+    noising = family.noising(pipe.scheduler)
     optimizer = make_optimizer(params, cfg)
     tokens = None
     if cfg.train_token:
@@ -164,9 +150,9 @@ def train_lora(
     if objective.needs_reference:
         base_caps = cond(subject.base_captions) if objective.reference_uses_base_prompt else captions
     gen = torch.Generator().manual_seed(seed)
-    n_images, device = len(subject.images), unet.device
+    n_images, device = len(subject.images), model.device
     losses, last, start = [], {}, time.perf_counter()
-    unet.train()
+    model.train()
     for step in range(cfg.steps):
         total = 0.0
         for _ in range(cfg.grad_accum):
@@ -176,10 +162,10 @@ def train_lora(
             if cfg.offset_noise:
                 noise = noise + cfg.offset_noise * torch.randn(x0.shape[:2] + (1, 1), generator=gen)
             noise = noise.to(device, x0.dtype)
-            t = torch.randint(0, noise_sched.config.num_train_timesteps, (cfg.batch_size,), generator=gen).to(device)
-            x_t = noise_sched.add_noise(x0, noise, t)
-            target = diffusion_target(noise_sched, x0, noise, t)
-            weights = min_snr_weights(noise_sched, t, cfg.snr_gamma) if cfg.snr_gamma else None
+            t = noising.timesteps(cfg.batch_size, gen, device)
+            x_t = noising.add_noise(x0, noise, t)
+            target = noising.target(x0, noise, t)
+            weights = noising.weights(t, cfg)
             caps = cond.with_grad([subject.captions[i] for i in idx.tolist()]) if tokens else \
                 {k: v[idx.to(v.device)] for k, v in captions.items()}
             prior_batch = None
@@ -187,25 +173,24 @@ def train_lora(
                 pidx = torch.randint(0, len(prior), (cfg.batch_size,), generator=gen)
                 px0 = prior.latents.sample(pidx, gen)
                 pnoise = torch.randn(px0.shape, generator=gen).to(device, px0.dtype)
-                pt = torch.randint(0, noise_sched.config.num_train_timesteps, (cfg.batch_size,), generator=gen).to(device)
+                pt = noising.timesteps(cfg.batch_size, gen, device)
                 pcond = {k: v.expand(cfg.batch_size, *v.shape[1:]) for k, v in prior.cond.items()}
-                pw = min_snr_weights(noise_sched, pt, cfg.snr_gamma) if cfg.snr_gamma else None
-                prior_batch = (noise_sched.add_noise(px0, pnoise, pt), pt, pcond,
-                               diffusion_target(noise_sched, px0, pnoise, pt), pw)
+                prior_batch = (noising.add_noise(px0, pnoise, pt), pt, pcond, noising.target(px0, pnoise, pt),
+                               noising.weights(pt, cfg))
             if prior_batch is None:
-                pred = unet_forward(unet, x_t, t, caps)
-            else:  # instance and class examples in one UNet call, as DreamBooth trainers batch them
-                both = unet_forward(unet, torch.cat([x_t, prior_batch[0]]), torch.cat([t, prior_batch[1]]),
-                                    {k: torch.cat([caps[k], prior_batch[2][k].to(caps[k].dtype)]) for k in caps})
+                pred = family.forward(model, x_t, t, caps)
+            else:  # instance and class examples in one call, as DreamBooth trainers batch them
+                both = family.forward(model, torch.cat([x_t, prior_batch[0]]), torch.cat([t, prior_batch[1]]),
+                                      {k: torch.cat([caps[k], prior_batch[2][k].to(caps[k].dtype)]) for k in caps})
                 pred, prior_pred = both.split([x_t.shape[0], prior_batch[0].shape[0]])
             ref = None
             if objective.needs_reference:
                 with torch.no_grad():
-                    unet.disable_adapters()
+                    model.disable_adapters()
                     try:
-                        ref = unet_forward(unet, x_t, t, {k: v[idx.to(v.device)] for k, v in base_caps.items()})
+                        ref = family.forward(model, x_t, t, {k: v[idx.to(v.device)] for k, v in base_caps.items()})
                     finally:
-                        unet.enable_adapters()
+                        model.enable_adapters()
             prior_args = None if prior_batch is None else (prior_pred, prior_batch[3], prior_batch[4])
             loss, last = objective(pred, target, ref, weights, prior_args)
             if not math.isfinite(loss.item()):
@@ -225,6 +210,6 @@ def train_lora(
         if on_checkpoint and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
             on_checkpoint(done, tokens)
     if cfg.gradient_checkpointing:
-        unet.disable_gradient_checkpointing()
-    unet.eval()
+        model.disable_gradient_checkpointing()
+    model.eval()
     return TrainReport(losses=losses, last=last, seconds=time.perf_counter() - start, steps=cfg.steps, tokens=tokens)

@@ -108,3 +108,17 @@ def test_paper_configs_carry_the_published_settings(family, px, tiny_suite):
     assert pp.method_cfg.num_class_images == 100 and pp.train.rank == 32
     for name in ("dreambooth_subject", "dreambooth_style"):
         assert make_plan(PAPER / f"{family}_{name}.yaml").cells[0].method == "dreambooth"
+
+
+def test_sd35_medium_configs(tiny_suite):
+    """SD3.5 Medium: the DCO recipe at 1024 px, the model card's sampler, no offset noise."""
+    subject = make_plan(PAPER / "sd35m_dco_subject.yaml").cells[0]
+    assert (subject.method, subject.train.rank, subject.train.lr, subject.train.steps) == ("dco", 32, 5e-5, 2000)
+    assert subject.train.train_token and subject.train.resolution == 1024
+    assert (subject.sample.steps, subject.sample.w_text) == (40, 4.5)
+    for name in ("dco_style", "dreambooth_style"):
+        style = make_plan(PAPER / f"sd35m_{name}.yaml").cells[0]
+        assert (style.train.rank, style.train.steps, style.train.offset_noise) == (64, 1000, 0.0)
+    pp = make_plan(PAPER / "sd35m_dreambooth_pp_subject.yaml").cells[0]
+    assert pp.method == "dreambooth_pp" and pp.sample.steps == 40 and pp.method_cfg.num_class_images == 100
+    assert make_plan(PAPER / "sd35m_dreambooth_subject.yaml").cells[0].method == "dreambooth"

@@ -13,7 +13,8 @@ from dcobench.methods.dreambooth import DreamBooth, DreamBoothPP, DreamBoothPPCo
 from dcobench.models.pipeline import Conditioner, load_pipeline
 from dcobench.plan import make_plan
 from dcobench.prior import class_images
-from dcobench.trainer import PriorData, encode_images, min_snr_weights, train_lora
+from dcobench.families.unet import min_snr_weights
+from dcobench.trainer import PriorData, encode_images, train_lora
 
 FAST = ["train.steps=3", "sample.steps=2", "sample.seeds=[0]", "sample.max_prompts=1"]
 
@@ -31,15 +32,13 @@ def test_prior_preservation_loss_by_hand():
 
 
 def test_trainer_batches_instance_and_class_examples(tiny_pipe, tiny_suite, tmp_path, monkeypatch):
-    import dcobench.trainer as trainer
-
     subject = tiny_suite.subjects[0]
     cond = Conditioner(tiny_pipe, 32)
     paths = class_images(tiny_pipe, "tiny", "a photo of toy", 2, 0, SampleConfig(steps=2), 32, root=tmp_path)
     prior = PriorData(encode_images(tiny_pipe.vae, paths, 32), cond(["a photo of toy"]))
     calls = []
-    original = trainer.unet_forward
-    monkeypatch.setattr(trainer, "unet_forward", lambda u, x, ts, c: calls.append(c) or original(u, x, ts, c))
+    original = cond.family.forward
+    monkeypatch.setattr(cond.family, "forward", lambda u, x, ts, c: calls.append(c) or original(u, x, ts, c))
     train_lora(tiny_pipe, cond, encode_images(tiny_pipe.vae, subject.images, 32), subject, DreamBoothPP(),
                TrainConfig(steps=2, batch_size=2, resolution=32), 0, prior=prior)
     assert len(calls) == 2
@@ -117,15 +116,14 @@ def test_min_snr_weights_by_hand(tiny_pipe):
 
 
 def test_accumulation_offset_noise_snr_and_checkpointing_run(tiny_pipe, tiny_suite, monkeypatch):
-    import dcobench.trainer as trainer
-
     subject = tiny_suite.subjects[0]
     calls, saved = [], []
-    original = trainer.unet_forward
-    monkeypatch.setattr(trainer, "unet_forward", lambda u, x, ts, c: calls.append(1) or original(u, x, ts, c))
+    cond = Conditioner(tiny_pipe, 32)
+    original = cond.family.forward
+    monkeypatch.setattr(cond.family, "forward", lambda u, x, ts, c: calls.append(1) or original(u, x, ts, c))
     cfg = TrainConfig(steps=4, grad_accum=3, offset_noise=0.1, snr_gamma=5.0, gradient_checkpointing=True,
                       checkpoint_every=2, resolution=32)
-    report = train_lora(tiny_pipe, Conditioner(tiny_pipe, 32), encode_images(tiny_pipe.vae, subject.images, 32),
+    report = train_lora(tiny_pipe, cond, encode_images(tiny_pipe.vae, subject.images, 32),
                         subject, DreamBooth(), cfg, 0, on_checkpoint=lambda step, tok: saved.append(step))
     assert len(calls) == 4 * 3 and len(report.losses) == 4 and saved == [2]
     assert all(math.isfinite(x) for x in report.losses)

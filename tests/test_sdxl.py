@@ -12,7 +12,8 @@ from dcobench.config import SampleConfig, TrainConfig
 from dcobench.lora import load_lora, remove_training_adapter, save_lora
 from dcobench.methods.dco import DCO
 from dcobench.methods.dreambooth import DreamBooth
-from dcobench.models.pipeline import Conditioner, family, load_pipeline
+from dcobench.families import family_of
+from dcobench.models.pipeline import Conditioner, load_pipeline
 from dcobench.sampling import GuidedSampler, grid_jobs
 from dcobench.trainer import encode_images, train_lora
 
@@ -40,7 +41,7 @@ def to_u8(x):
 
 def test_sdxl_conditioning_has_pooled_embeds_and_time_ids(sdxl_path):
     pipe = load_pipeline(sdxl_path)
-    assert family(pipe) == "sdxl"
+    assert family_of(pipe).name == "sdxl"
     c = Conditioner(pipe, 32)(["a sks toy", ""])
     assert c["encoder_hidden_states"].shape[-1] == 64 and c["text_embeds"].shape == (2, 32)
     assert c["time_ids"].tolist()[0] == [32, 32, 0, 0, 32, 32]

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from dcobench.errors import DcoError
-from dcobench.models.pipeline import family, load_pipeline
+from dcobench.families import family_of
+from dcobench.models.pipeline import load_pipeline
 from dcobench.models.tiny import tiny_model_path
 from dcobench.tokens import EMBEDS_FILE, META_FILE, add_identifier_tokens, load_tokens, unload_tokens
 
@@ -16,7 +17,7 @@ IDENT, NOUN = "sks", "dog"
 PROMPT = "a photo of sks dog"
 
 
-@pytest.fixture(scope="module", params=["sd", "sdxl"])
+@pytest.fixture(scope="module", params=["sd", "sdxl", "sd3"])
 def kind(request, dcobench_cache):
     return request.param
 
@@ -26,10 +27,9 @@ def load(kind, dtype=torch.float32):
 
 
 def pairs(pipe):
-    out = [(pipe.tokenizer, pipe.text_encoder)]
-    if family(pipe) == "sdxl":
-        out.append((pipe.tokenizer_2, pipe.text_encoder_2))
-    return out
+    """(tokenizer, text encoder) of every encoder that gets the token: SD one, SDXL and SD3 both CLIPs."""
+    names = list(family_of(pipe).token_encoders)
+    return [(getattr(pipe, n.replace("text_encoder", "tokenizer")), getattr(pipe, n)) for n in names]
 
 
 def snapshot(pipe):
@@ -106,14 +106,14 @@ def test_training_moves_only_the_identifier(kind, dtype):
 
 
 def test_save_load_into_stock_pipeline(kind, tmp_path):
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers import StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     pipe = load(kind)
     state = add_identifier_tokens(pipe, IDENT, NOUN)
     train(pipe, state, steps=2)
     state.save(tmp_path)
     meta = json.loads((tmp_path / META_FILE).read_text())
-    assert meta["identifier"] == IDENT and meta["class_noun"] == NOUN and meta["family"] == kind
+    assert meta["identifier"] == IDENT and meta["class_noun"] == NOUN and meta["family"] == {"sd": "sd15"}.get(kind, kind)
     from safetensors.torch import load_file
 
     saved = load_file(str(tmp_path / EMBEDS_FILE))
@@ -123,8 +123,8 @@ def test_save_load_into_stock_pipeline(kind, tmp_path):
     path = tiny_model_path(kind)
     if kind == "sd":
         fresh = StableDiffusionPipeline.from_pretrained(path, safety_checker=None, requires_safety_checker=False)
-    else:
-        fresh = StableDiffusionXLPipeline.from_pretrained(path)
+    else:  # SD3 has no load_textual_inversion: load_tokens adds the rows through transformers
+        fresh = {"sdxl": StableDiffusionXLPipeline, "sd3": StableDiffusion3Pipeline}[kind].from_pretrained(path)
     n = [len(tok) for tok, _ in pairs(fresh)]
     assert load_tokens(fresh, tmp_path) == [IDENT]
     with torch.no_grad():
@@ -134,8 +134,11 @@ def test_save_load_into_stock_pipeline(kind, tmp_path):
             a, b = pipe.encode_prompt(PROMPT, "cpu", 1, False)[0], fresh.encode_prompt(PROMPT, "cpu", 1, False)[0]
             assert torch.equal(a, b)
         else:
-            a = pipe.encode_prompt(prompt=PROMPT, device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=False)
-            b = fresh.encode_prompt(prompt=PROMPT, device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=False)
+            more = {"prompt_2": None, "prompt_3": None} if kind == "sd3" else {}
+            a = pipe.encode_prompt(prompt=PROMPT, device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=False,
+                                   **more)
+            b = fresh.encode_prompt(prompt=PROMPT, device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=False,
+                                    **more)
             assert torch.equal(a[0], b[0]) and torch.equal(a[2], b[2])
     unload_tokens(fresh, [IDENT])
     assert [len(tok) for tok, _ in pairs(fresh)] == n

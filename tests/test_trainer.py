@@ -12,7 +12,9 @@ from dcobench.methods.dco import DCO, DCOConfig
 from dcobench.methods.dreambooth import DreamBooth
 from dcobench.models.pipeline import Conditioner, load_pipeline
 from dcobench.sampling import GuidedSampler, grid_jobs
-from dcobench.trainer import diffusion_target, encode_images, train_lora
+from dcobench.families import family_of
+from dcobench.families.unet import diffusion_target
+from dcobench.trainer import encode_images, train_lora
 
 
 def _train(pipe, subject, objective, steps=3, lr=1e-3, seed=0):
@@ -62,15 +64,14 @@ def test_dco_with_same_prompt_starts_at_log2(tiny_pipe, tiny_suite):
 def test_dco_reference_pass_sees_the_base_caption(tiny_pipe, tiny_suite, monkeypatch):
     subject = tiny_suite.subjects[0]
     seen = []
-    import dcobench.trainer as trainer
-
-    original = trainer.unet_forward
+    family = family_of(tiny_pipe)
+    original = family.forward
 
     def spy(unet, x, t, cond):
         seen.append((unet._hf_peft_config_loaded and not _adapters_enabled(unet), cond["encoder_hidden_states"]))
         return original(unet, x, t, cond)
 
-    monkeypatch.setattr(trainer, "unet_forward", spy)
+    monkeypatch.setattr(family, "forward", spy)
     _train(tiny_pipe, subject, DCO(), steps=1)
     cond = Conditioner(tiny_pipe, 32)
     (theta_disabled, theta_c), (phi_disabled, phi_c) = seen

@@ -1,9 +1,9 @@
-"""Loading pipelines and turning prompts into UNet conditioning, for SD and SDXL alike.
+"""Loading pipelines and turning prompts into denoiser conditioning, for every model family.
 
-Conditioning is a flat dict of tensors (`encoder_hidden_states`, plus `text_embeds` and
-`time_ids` for SDXL) so the trainer and sampler can concatenate, index and cache it without
-knowing the model family. Encoding goes through the pipeline's own `encode_prompt`, so the
-sampler's classifier-free guidance is bit-for-bit the stock pipeline's.
+Conditioning is a flat dict of tensors so the trainer and sampler can concatenate, index and
+cache it without knowing the model family (`dcobench.families` knows). Encoding goes through the
+pipeline's own `encode_prompt`, so the sampler's classifier-free guidance is bit-for-bit the
+stock pipeline's.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import DcoError
+from ..families.unet import unet_forward  # noqa: F401  (the UNet call; merges use it directly)
 
 
 def quiet_libraries() -> None:
@@ -44,21 +45,21 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def load_pipeline(model: str | Path, device: torch.device | str = "cpu", dtype=torch.float32):
-    """`DiffusionPipeline.from_pretrained` on a folder or hub id, without the safety checker."""
+    """`DiffusionPipeline.from_pretrained` on a folder or hub id of a supported family, without the
+    safety checker, and with any component the folder leaves out (e.g. SD3 without T5) as None."""
     from diffusers import DiffusionPipeline
+
+    from ..families import family_for_index, read_index
 
     quiet_libraries()
     model = str(model)
-    try:
-        index = DiffusionPipeline.load_config(model)
-    except Exception as e:
+    index = read_index(model)
+    if index is None:
         raise DcoError(
-            f"model '{model}': cannot read its model_index.json ({type(e).__name__}); pass a "
-            "diffusers pipeline folder, or a hub id that is in the local cache (HF_HUB_OFFLINE=1)"
+            f"model '{model}': cannot read its model_index.json; pass a diffusers pipeline folder, or a hub id "
+            "that is in the local cache (HF_HUB_OFFLINE=1)"
         )
-    kwargs = {}
-    if "safety_checker" in index:
-        kwargs = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    kwargs = family_for_index(index, model).load_kwargs(index)
     with warnings.catch_warnings():
         # newer diffusers call it `dtype` and warn on `torch_dtype`; older ones only know the latter
         warnings.simplefilter("ignore", FutureWarning)
@@ -68,34 +69,36 @@ def load_pipeline(model: str | Path, device: torch.device | str = "cpu", dtype=t
 
 
 def native_resolution(model: str, default: int = 512) -> int:
-    """The pixel size a pipeline was trained at: UNet sample size x VAE downsampling (512 for SD1.5,
-    1024 for SDXL, 32 for the tiny models), read from the configs without loading weights."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    """The pixel size a pipeline was trained at: the denoiser's sample size x VAE downsampling
+    (512 for SD1.5, 1024 for SDXL and SD3.5, 32 for the tiny models), read from the configs
+    without loading weights. A model of an unsupported family fails here, before anything runs."""
+    from ..families import family_of_model
 
-    try:
-        unet = UNet2DConditionModel.load_config(str(model), subfolder="unet")
-        vae = AutoencoderKL.load_config(str(model), subfolder="vae")
-    except Exception:
-        return default
-    return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
-
-
-def family(pipe) -> str:
-    return "sdxl" if getattr(pipe, "text_encoder_2", None) is not None else "sd"
+    fam = family_of_model(model)
+    return (fam.native_resolution(model) if fam else None) or default
 
 
 class Conditioner:
-    """Prompt -> conditioning tensors, cached per prompt (text encoders are frozen)."""
+    """Prompt -> conditioning tensors, cached per prompt (text encoders are frozen).
+
+    The tensors are whatever the model family's denoiser takes (`encoder_hidden_states`, plus
+    SDXL's `text_embeds` and `time_ids`, or SD3's `pooled_projections`), batch first."""
 
     def __init__(self, pipe, resolution: int):
+        from ..families import family_of
+
         self.pipe = pipe
-        self.family = family(pipe)
+        self.family = family_of(pipe)
         self.resolution = resolution
         self._cache: dict[str, dict[str, torch.Tensor]] = {}
 
     @property
+    def denoiser(self):
+        return self.family.denoiser(self.pipe)
+
+    @property
     def device(self):
-        return self.pipe.unet.device
+        return self.denoiser.device
 
     def clear(self) -> None:
         """Forget cached encodings (after the tokenizer or text encoder changed, e.g. new tokens)."""
@@ -103,47 +106,17 @@ class Conditioner:
 
     def with_grad(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """Encode with gradients and no cache: for training a token embedding."""
-        return self._encode(prompts)
+        return self.family.encode(self.pipe, prompts, self.resolution)
 
     @torch.no_grad()
     def __call__(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
         if missing:
-            enc = self._encode(missing)
+            enc = self.family.encode(self.pipe, missing, self.resolution)
             for i, p in enumerate(missing):
                 self._cache[p] = {k: v[i : i + 1] for k, v in enc.items()}
         return cat([self._cache[p] for p in prompts])
 
-    def _encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:
-        pipe, dev = self.pipe, self.device
-        if self.family == "sd":
-            emb, _ = pipe.encode_prompt(prompts, dev, 1, False)
-            return {"encoder_hidden_states": emb}
-        emb, _, pooled, _ = pipe.encode_prompt(prompt=prompts, device=dev, num_images_per_prompt=1,
-                                               do_classifier_free_guidance=False)
-        if getattr(pipe.config, "force_zeros_for_empty_prompt", False):
-            # the stock SDXL pipeline uses zeros, not the encoded "", as its negative
-            empty = torch.tensor([p == "" for p in prompts], device=dev)
-            emb = torch.where(empty[:, None, None], torch.zeros_like(emb), emb)
-            pooled = torch.where(empty[:, None], torch.zeros_like(pooled), pooled)
-        r = self.resolution
-        time_ids = torch.tensor([[r, r, 0, 0, r, r]], device=dev, dtype=emb.dtype).repeat(len(prompts), 1)
-        return {"encoder_hidden_states": emb, "text_embeds": pooled, "time_ids": time_ids}
-
-
 
 def cat(conds: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {k: torch.cat([c[k] for c in conds]) for k in conds[0]}
-
-
-def unet_forward(unet, latents: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
-    added = {k: cond[k].to(unet.dtype) for k in ("text_embeds", "time_ids") if k in cond}
-    # inputs follow the UNet's weight dtype (fp16/bf16 under mixed precision); peft's fp32 LoRA
-    # layers cast to their own dtype and back
-    return unet(
-        latents.to(unet.dtype),
-        t,
-        encoder_hidden_states=cond["encoder_hidden_states"].to(unet.dtype),
-        added_cond_kwargs=added or None,
-        return_dict=False,
-    )[0]

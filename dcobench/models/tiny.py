@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .tokenizer import offline_clip_tokenizer
+from .tokenizer import offline_clip_tokenizer, offline_t5_tokenizer
 
 TEXT_LEN = 16  # tiny prompts; keeps the text encoder and cross-attention cheap
 
@@ -38,7 +38,7 @@ def _text_encoder(hidden: int = 32, projection: bool = False, seed: int = 0):
     return (CLIPTextModelWithProjection if projection else CLIPTextModel)(cfg).eval()
 
 
-def _vae(seed: int = 0):
+def _vae(seed: int = 0, **extra):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
@@ -53,6 +53,7 @@ def _vae(seed: int = 0):
         norm_num_groups=8,
         sample_size=32,
         mid_block_add_attention=False,
+        **extra,
     )
 
 
@@ -133,7 +134,58 @@ def build_tiny_sdxl(seed: int = 0, prediction_type: str = "epsilon"):
     )
 
 
-BUILDERS = {"sd": build_tiny_sd, "sdxl": build_tiny_sdxl}
+T5_LEN = 32  # the tiny T5's tokenizer length; the SD3 pipeline pads prompts to max_sequence_length anyway
+
+
+def _t5_encoder(d_model: int, vocab_size: int, seed: int = 0):
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    cfg = T5Config(vocab_size=vocab_size, d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=2, num_heads=4,
+                   relative_attention_num_buckets=8, relative_attention_max_distance=32, dropout_rate=0.0,
+                   feed_forward_proj="gated-gelu", is_encoder_decoder=False, pad_token_id=0, eos_token_id=1)
+    return T5EncoderModel(cfg).eval()
+
+
+def build_tiny_sd3(seed: int = 0, t5: bool = True):
+    """A random StableDiffusion3Pipeline: an SD3.5-style MMDiT (joint attention with context
+    projections, RMS q/k norm, one dual-attention block), CLIP-L and CLIP-G with projections, a
+    T5 encoder (or none, `t5=False`, as users drop it to save memory), flow-matching Euler."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    joint_dim = 64  # T5's width; the two CLIPs' 32 + 32 hidden states are padded to it
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(
+        sample_size=16,
+        patch_size=2,
+        in_channels=4,
+        out_channels=4,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        joint_attention_dim=joint_dim,
+        caption_projection_dim=32,
+        pooled_projection_dim=64,  # pooled CLIP-L + CLIP-G
+        pos_embed_max_size=16,
+        qk_norm="rms_norm",
+        dual_attention_layers=(0,),
+    )
+    tokenizer_3 = offline_t5_tokenizer(T5_LEN) if t5 else None
+    return StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0),
+        # SD3's VAE has no quant convs and a shift factor; the latents are (z - shift) * scale
+        vae=_vae(seed, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5305),
+        text_encoder=_text_encoder(32, projection=True, seed=seed),
+        tokenizer=offline_clip_tokenizer(TEXT_LEN),
+        text_encoder_2=_text_encoder(32, projection=True, seed=seed + 1),
+        tokenizer_2=offline_clip_tokenizer(TEXT_LEN),
+        text_encoder_3=_t5_encoder(joint_dim, len(tokenizer_3), seed + 2) if t5 else None,
+        tokenizer_3=tokenizer_3,
+    )
+
+
+BUILDERS = {"sd": build_tiny_sd, "sdxl": build_tiny_sdxl, "sd3": build_tiny_sd3}
 
 
 def tiny_model_path(kind: str = "sd", root: str | Path | None = None, **kwargs) -> Path:

@@ -18,6 +18,8 @@ def get_suite(name_or_path: str, data: str = "", model: str = "") -> Suite:
     """A registered suite (given the options its builder takes) or a suite YAML file.
 
     `model` replaces any suite's base model; `data` goes to suites that read a dataset folder.
+    The model's family (from its model_index.json) adds its own run defaults (SD3: the LoRA
+    targets of the transformer) below the suite's defaults; an unsupported model fails here.
     """
     if name_or_path in SUITES or not (name_or_path.endswith((".yaml", ".yml")) or Path(name_or_path).exists()):
         builder = SUITES.get(name_or_path)
@@ -34,4 +36,13 @@ def get_suite(name_or_path: str, data: str = "", model: str = "") -> Suite:
         from ..models.pipeline import native_resolution
 
         suite = dataclasses.replace(suite, model=model, resolution=native_resolution(model, suite.resolution))
-    return suite
+    return with_family_defaults(suite)
+
+
+def with_family_defaults(suite: Suite) -> Suite:
+    from ..config import deep_merge
+    from ..families import family_of_model
+
+    family = family_of_model(suite.model)  # None for a hub id that is not cached: loading says so later
+    defaults = family.run_defaults() if family else {}
+    return dataclasses.replace(suite, defaults=deep_merge(defaults, suite.defaults)) if defaults else suite

@@ -82,7 +82,7 @@ def build(data: str = "", model: str = "", identifier: str = "sks", resolution: 
     if not data:
         raise DcoError("suite dreambench: no data folder; pass --data PATH (a google/dreambooth checkout)")
     if not model:
-        raise DcoError("suite dreambench: no base model; pass --model ID_OR_PATH (e.g. a diffusers SD1.5 or SDXL folder)")
+        raise DcoError("suite dreambench: no base model; pass --model ID_OR_PATH (e.g. a diffusers SD1.5, SDXL or SD3 folder)")
     root = dataset_root(data)
     spec = parse_prompts_and_classes(root / "prompts_and_classes.txt")
     subjects = []
