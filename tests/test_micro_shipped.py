@@ -73,3 +73,38 @@ def test_protocol_does_not_depend_on_where_the_weights_sit(tmp_path):
     moved = Scorer(ScoreConfig(metrics=["dino", "clip_t"], clip=f"micro-clip@{tmp_path / 'micro-clip.safetensors'}",
                                dino=f"micro-dino@{tmp_path / 'micro-dino.safetensors'}")).protocol()
     assert here["id"] == moved["id"] and here["backbones"]["clip"]["weights"] == "micro-clip.safetensors"
+
+
+@pytest.fixture(scope="module")
+def judged(pipe):
+    """A small version of every judge-validity set (4 layouts per subject and set), measured with
+    the shipped pipeline and encoders exactly as `dcobench micro validate` measures the full ones."""
+    from dcobench.metrics import get_backbone
+    from dcobench.micro import judge_validity
+
+    torch.set_num_threads(1)
+    strengths = [(0.7, 8.0), (0.9, 12.0)]  # typical of the shipped model's samples (VALIDATION.md)
+    return judge_validity.measure(pipe, get_backbone("micro-dino"), get_backbone("micro-clip"), strengths,
+                                  n_layouts=4, seed=3, steps=20)
+
+
+def test_oracle_never_accepts_a_class_prior_sample_of_the_base_model(pipe):
+    """The class prompt's samples are the class prior: the subject judge must reject every one."""
+    from dcobench.micro import judges
+
+    rng = np.random.default_rng(11)
+    for name in world.SUBJECTS:
+        prompts, _ = judges.class_prompts(name, judges.layouts(rng, 8))
+        imgs = (pipe(prompts, num_inference_steps=20, guidance_scale=3.0, height=32, width=32, output_type="np",
+                     generator=[torch.Generator().manual_seed(i) for i in range(len(prompts))]).images * 255)
+        verdicts = judges.oracle_verdicts(imgs.round().astype(np.uint8), name)
+        assert verdicts.sum() == 0, (name, verdicts)
+
+
+def test_judge_targets_hold_on_small_sets(judged):
+    rates = judged["judges"]["oracle_subject"]["rate"]
+    from dcobench.micro import judges
+
+    assert all(rates[k] <= 0.05 for k in judges.NEGATIVE_SETS), rates
+    assert all(rates[k] >= 0.9 for k in judges.POSITIVE_SETS), rates
+    assert judged["judges"]["dino"]["prior_auc_min"] >= 0.9, judged["judges"]["dino"]["auc"]

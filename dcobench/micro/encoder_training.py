@@ -67,6 +67,21 @@ def train_micro_clip(steps: int, batch_size: int = 256, seed: int = 0, device=No
     return model.eval()
 
 
+def compose(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> torch.Tensor:
+    """With probability ``p``, paste another image's object (its non-background pixels, shifted)
+    over each image: scenes with two objects, built from pretraining renders only, so the encoder
+    must describe everything in view rather than the one dominant colour (DINO's ImageNet images
+    hold many things; a single-object world does not)."""
+    n = len(x)
+    donor = x[torch.randint(n, (n,), generator=gen)]
+    border = torch.cat([donor[:, :, 0], donor[:, :, -1], donor[:, :, :, 0], donor[:, :, :, -1]], 2)
+    ink = ((donor - border.median(2).values[:, :, None, None]).abs().amax(1, keepdim=True) > 0.05).float()
+    shift = torch.randint(-8, 9, (2,), generator=gen).tolist()
+    donor, ink = (torch.roll(t, shifts=shift, dims=(2, 3)) for t in (donor, ink))
+    use = (torch.rand(n, 1, 1, 1, generator=gen) < p).float() * ink
+    return x * (1 - use) + donor * use
+
+
 def augment(x: torch.Tensor, gen: torch.Generator, area=(0.5, 1.0), size: int = 32) -> torch.Tensor:
     """One DINO view of each image in ``x`` ((N, 3, 32, 32) in [-1, 1]), from the pixels alone:
     a crop of ``area`` (a share of the image) resized to ``size``."""
@@ -94,12 +109,16 @@ def augment(x: torch.Tensor, gen: torch.Generator, area=(0.5, 1.0), size: int = 
 
 
 class _DinoHead(nn.Module):
-    """DINO's projection head: MLP, L2-normalised bottleneck, weight-normalised prototypes."""
+    """DINO's projection head: MLP (``layers`` deep), L2-normalised bottleneck, weight-normalised
+    prototypes."""
 
-    def __init__(self, dim: int, prototypes: int = 512, hidden: int = 256, bottleneck: int = 64):
+    def __init__(self, dim: int, prototypes: int = 512, hidden: int = 256, bottleneck: int = 64, layers: int = 3):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
-                                 nn.Linear(hidden, bottleneck))
+        mods, d = [], dim
+        for _ in range(layers - 1):
+            mods += [nn.Linear(d, hidden), nn.GELU()]
+            d = hidden
+        self.mlp = nn.Sequential(*mods, nn.Linear(d, bottleneck))
         self.last = nn.utils.parametrizations.weight_norm(nn.Linear(bottleneck, prototypes, bias=False))
 
     def forward(self, x):
@@ -108,8 +127,8 @@ class _DinoHead(nn.Module):
 
 def train_micro_dino(steps: int, batch_size: int = 64, seed: int = 0, device=None, log=print, lr: float = 1e-3,
                      prototypes: int = 512, student_temp: float = 0.1, teacher_temp: float = 0.04,
-                     center_momentum: float = 0.9, n_images: int = 20000, n_local: int = 4,
-                     return_head: bool = False) -> MicroDino:
+                     center_momentum: float = 0.9, n_images: int = 20000, n_local: int = 0,
+                     compose_p: float = 0.5, head_layers: int = 3, return_head: bool = False) -> MicroDino:
     """DINO self-distillation on ``n_images`` pretraining draws; returns the teacher's backbone
     (DINO evaluates the teacher).  Teacher momentum follows DINO's cosine schedule 0.996 -> 1."""
     device, t0 = resolve(device), time.time()
@@ -118,8 +137,9 @@ def train_micro_dino(steps: int, batch_size: int = 64, seed: int = 0, device=Non
     images = _preprocess(np.stack([render(s) for s in scenes]), "cpu")
     torch.manual_seed(seed)
     student = MicroDino().to(device).train()
-    head = _DinoHead(student.config["dim"], prototypes).to(device)
-    teacher, t_head = MicroDino().to(device), _DinoHead(student.config["dim"], prototypes).to(device)
+    head = _DinoHead(student.config["dim"], prototypes, layers=head_layers).to(device)
+    teacher = MicroDino().to(device)
+    t_head = _DinoHead(student.config["dim"], prototypes, layers=head_layers).to(device)
     teacher.load_state_dict(student.state_dict())
     t_head.load_state_dict(head.state_dict())
     for p in list(teacher.parameters()) + list(t_head.parameters()):
@@ -131,6 +151,7 @@ def train_micro_dino(steps: int, batch_size: int = 64, seed: int = 0, device=Non
     for step in range(1, steps + 1):
         warmup_cosine(opt, lr, step, steps, warmup=min(200, steps // 10 + 1))
         x = images[torch.randint(len(images), (batch_size,), generator=gen)]
+        x = compose(x, gen, compose_p) if compose_p else x
         v1, v2 = augment(x, gen).to(device), augment(x, gen).to(device)
         with torch.no_grad():
             t_out = t_head(teacher.image_features(torch.cat([v1, v2])))

@@ -142,7 +142,7 @@ class MicroClip(_Encoder):
 class MicroDino(_Encoder):
     name, kind = "micro-dino", "micro-dino"
 
-    def __init__(self, width: int = 64, dim: int = 128):
+    def __init__(self, width: int = 64, dim: int = 64):
         super().__init__(width=width, dim=dim)
         w = width
         self.backbone = nn.Sequential(_conv(3, w // 4), _conv(w // 4, w // 2, 2), _conv(w // 2, w // 2),
@@ -150,12 +150,13 @@ class MicroDino(_Encoder):
 
     def arch(self) -> str:
         return (f"CNN {self.config['width'] // 4}-{self.config['width'] // 2}-{self.config['width']} (2 stride-2 "
-                f"stages), global avg+max pool ({self.config['dim']}-d); DINO self-distillation on "
+                f"stages), global max pool ({self.config['dim']}-d); DINO self-distillation on "
                 "pretraining renders only")
 
     def image_features(self, x):
-        h = self.backbone(x)
-        return torch.cat([h.mean((2, 3)), h.amax((2, 3))], 1)
+        # Max pooling: an object's strongest responses, wherever it stands; average pooling mixed in
+        # the background's area and made the features follow the background (measured).
+        return self.backbone(x).amax((2, 3))
 
 
 def save_encoder(model: _Encoder, path) -> Path:
