@@ -5,13 +5,15 @@ import json
 import pytest
 import torch
 
-from baselines.merge import MERGES, DirectConfig, concat_lora, load_lora_weights, save_merged
+from baselines.direct import DirectConfig
+from baselines.dreambooth import DreamBooth
 from baselines.ziplora import ZipLoRAConfig, _Merger
 from dcobench.config import TrainConfig
 from dcobench.errors import DcoError
 from dcobench.lora import remove_training_adapter, save_lora
-from dcobench.methods.dreambooth import DreamBooth
+from dcobench.merging import check_pair, concat_lora, load_lora_weights, save_merged
 from dcobench.models.pipeline import Conditioner, load_pipeline
+from dcobench.registry import MERGES
 from dcobench.trainer import encode_images, train_lora
 
 
@@ -134,8 +136,6 @@ def test_lora_of_another_base_model_and_missing_files(loras, tmp_path, tiny_suit
     other = _train(xl, tiny_suite.subjects[0], tmp_path / "xl", 0)
     with pytest.raises(DcoError, match="(different base models|target different layers)"):
         MERGES.get("direct")(load_lora_weights(loras[0]), load_lora_weights(other))
-    from baselines.merge import check_pair
-
     a = load_lora_weights(loras[0])
     with pytest.raises(DcoError, match="another base model"):
         check_pair(a, a, unet=xl.unet)
@@ -146,13 +146,13 @@ def test_lora_of_another_base_model_and_missing_files(loras, tmp_path, tiny_suit
 @pytest.mark.slow
 def test_merge_cli(loras, tmp_path, cli, tiny_sd_path, tiny_suite):
     out = tmp_path / "merged"
-    r = cli("merge", loras[0], loras[1], "--method", "direct", "--out", out, "methods.direct.weight_style=0.5")
+    r = cli("merge", loras[0], loras[1], "--method", "direct", "--out", out, "merges.direct.weight_style=0.5")
     assert r.returncode == 0, r.stderr
     assert (out / "pytorch_lora_weights.safetensors").is_file()
     assert json.loads((out / "merge.json").read_text())["weights"] == [1.0, 0.5]
     r = cli("merge", loras[0], loras[1], "--method", "zip", "--out", out)
     assert r.returncode == 2 and "did you mean 'ziplora'" in r.stderr
     r = cli("merge", loras[0], loras[1], "--method", "ziplora", "--out", tmp_path / "z", "--model", tiny_sd_path,
-            "--subject", tiny_suite.subjects[0].root, "--style", tiny_suite.subjects[1].root, "methods.ziplora.steps=2")
+            "--subject", tiny_suite.subjects[0].root, "--style", tiny_suite.subjects[1].root, "merges.ziplora.steps=2")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "z" / "pytorch_lora_weights.safetensors").is_file()

@@ -23,7 +23,7 @@ from PIL import Image
 from dcobench.errors import DcoError
 from dcobench.report import (dominated_table, load_cells, pareto_frontier, protocol_warnings, summarise,
                              write_report)
-from dcobench.report.collect import _metric_meta
+from dcobench.metrics import metric_meta
 from dcobench.report.grids import GAP, LABEL_W, TILE, cell_grid
 from dcobench.report.tables import t_critical
 
@@ -274,10 +274,18 @@ def test_missing_run_dir_raises(tmp_path):
         write_report(tmp_path / "empty")
 
 
-def test_metric_meta_fallback():
-    assert _metric_meta("clip_t")["kind"] == "prompt" and _metric_meta("dino")["kind"] == "subject"
-    assert _metric_meta("some_new_metric") == {"higher_is_better": True, "kind": "subject",
-                                               "label": "some_new_metric"}
+def test_metric_meta_comes_from_the_registry_or_fails(tmp_path):
+    assert metric_meta("clip_t")["kind"] == "prompt" and metric_meta("dino")["kind"] == "subject"
+    assert metric_meta("oracle_bg_leak")["higher_is_better"] is False  # a plugin's judge, lower is better
+    with pytest.raises(DcoError, match="metric 'some_new_metric': scored in this run but not registered"):
+        metric_meta("some_new_metric")
+    make_run(tmp_path)  # a run scored with a metric this installation does not know is refused, not guessed
+    path = next((tmp_path / "run" / "cells").glob("*/result.json"))
+    result = json.loads(path.read_text())
+    result["metrics"]["some_new_metric"] = {"mean": 0.5, "std": 0.0, "n": 1}
+    path.write_text(json.dumps(result))
+    with pytest.raises(DcoError, match="some_new_metric.*install the plugin"):
+        write_report(tmp_path / "run", tmp_path / "out")
 
 
 def _chromium() -> str | None:

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..metrics.definitions import METRICS
+from ..cells import styled_prompt
+from ..metrics.definitions import Judge
+from ..registry import METRICS
 from . import oracle, world
 
 
@@ -29,8 +31,8 @@ def _scene_index() -> dict[str, world.Scene]:
         for scene in world.eval_prompts(name):
             if scene.style == "plain":
                 for style in world.HELDOUT_STYLES:
-                    styled = dataclasses.replace(scene, style=style)
-                    scenes[world.caption(styled)] = styled
+                    prompt = styled_prompt(world.caption(scene), world.STYLE_IDENTIFIERS[style])
+                    scenes[prompt] = dataclasses.replace(scene, style=style)
     return scenes
 
 
@@ -48,7 +50,7 @@ REFERENCE_BACKGROUND = "white"  # every held-out subject's references share it (
 
 
 @dataclass(frozen=True)
-class LeakMetric:
+class LeakMetric(Judge):
     """1 when an image shows the references' background although its prompt asks for another;
     NaN for prompts that ask for the references' background (nothing to leak) or are not micro
     captions. Lower is better: this is DreamBooth-style overfitting, measured directly."""
@@ -57,6 +59,9 @@ class LeakMetric:
     keys: tuple[str, ...] = ("background",)
     role: str = "oracle"
     against: str = "prompt"
+
+    def describe(self) -> str:
+        return "micro-world oracle: " + "+".join(self.keys)
 
     def judge_images(self, images: list[np.ndarray], prompts: list[str]) -> torch.Tensor:
         out = []
@@ -70,11 +75,14 @@ class LeakMetric:
 
 
 @dataclass(frozen=True)
-class OracleMetric:
+class OracleMetric(Judge):
     name: str
     keys: tuple[str, ...]
     role: str = "oracle"  # no backbone
     against: str = "prompt"
+
+    def describe(self) -> str:
+        return "micro-world oracle: " + "+".join(self.keys)
 
     def judge_images(self, images: list[np.ndarray], prompts: list[str]) -> torch.Tensor:
         out = []
@@ -94,8 +102,10 @@ for _name, _keys, _label in (
     ("oracle_layout", ("position", "size"), "Oracle: prompted position and size"),
     ("oracle_style", ("style",), "Oracle: prompted style"),
 ):
+    # in a merge prompt ("..., in <style> style") the prompted style is the style LoRA's: style fidelity
     METRICS.register(_name, OracleMetric(_name, _keys), higher_is_better=True,
                      kind="subject" if _name == "oracle_subject" else "prompt", label=_label,
+                     merge_kind="style" if _name == "oracle_style" else None,
                      aggregate="fraction of images the exact oracle accepts; mean ± 95% CI over cells")
 
 METRICS.register("oracle_bg_leak", LeakMetric(), higher_is_better=False, kind="prompt",
