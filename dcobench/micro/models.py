@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..resources import data_dir
 from .world import (BACKGROUNDS, CANVAS, COLORS, HELDOUT_STYLES, SUBJECTS, caption, reference_scenes, render,
                     sample_scenes, style_reference_scenes)
 
@@ -44,7 +45,7 @@ EVAL_SEED_OFFSET = 1000  # eval pools use seed + this: other draws of the same w
 
 def default_micro_dir() -> Path:
     """Where the shipped micro weights live (``data/micro``), overridable by $DCOBENCH_MICRO."""
-    return Path(os.environ.get("DCOBENCH_MICRO") or Path(__file__).resolve().parents[2] / "data" / "micro")
+    return Path(os.environ.get("DCOBENCH_MICRO") or data_dir() / "micro")
 
 
 def resolve(device=None) -> torch.device:
