@@ -81,6 +81,33 @@ def test_export_loads_into_a_stock_pipeline(loras, tmp_path, tiny_sd_path):
     assert torch.allclose(merged, dense, atol=1e-4)
 
 
+def test_direct_merge_of_conv_loras_is_exact(tmp_path, tiny_sd_path, tiny_suite):
+    """ResNet conv1/conv2 LoRAs (possible default targets of the micro world) merge exactly too."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = load_pipeline(tiny_sd_path)
+    targets = ("to_q", "to_v", "conv1", "conv2")
+    a, b = (load_lora_weights(_train(pipe, s, tmp_path / s.name, i, targets=targets))
+            for i, s in enumerate(tiny_suite.subjects))
+    assert any(a.down[m].ndim == 4 for m in a.modules)
+    state, rank, _ = MERGES.get("direct")(a, b, DirectConfig(weight_subject=0.5, weight_style=2.0))
+    save_merged(state, rank, a.modules, tmp_path / "merged")
+    merged = load_lora_weights(tmp_path / "merged")
+    for m in a.modules:
+        assert torch.allclose(merged.delta(m), 0.5 * a.delta(m) + 2.0 * b.delta(m), atol=1e-6)
+    stock = StableDiffusionPipeline.from_pretrained(tiny_sd_path, safety_checker=None, requires_safety_checker=False)
+    x, t, emb = torch.randn(1, 4, 16, 16), torch.tensor(400), torch.randn(1, 16, 32)
+    with torch.no_grad():
+        stock.load_lora_weights(tmp_path / "merged")
+        out = stock.unet(x, t, encoder_hidden_states=emb).sample
+        stock.unload_lora_weights()
+        layers = dict(stock.unet.named_modules())
+        for m in a.modules:
+            layers[m].weight += 0.5 * a.delta(m) + 2.0 * b.delta(m)
+        dense = stock.unet(x, t, encoder_hidden_states=emb).sample
+    assert torch.allclose(out, dense, atol=1e-4)
+
+
 def test_ziplora_trains_only_the_merger_vectors(loras, tiny_sd_path, tiny_suite):
     pipe = load_pipeline(tiny_sd_path)
     a, b = (load_lora_weights(p) for p in loras)

@@ -46,11 +46,18 @@ def scene_for(prompt: str) -> world.Scene | None:
     return _SCENES.get(prompt)
 
 
+class _OracleJudge(Judge):
+    keys: tuple[str, ...]
+
+    def describe(self) -> str:
+        return "micro-world oracle: " + "+".join(self.keys)
+
+
 REFERENCE_BACKGROUND = "white"  # every held-out subject's references share it (world.reference_scenes)
 
 
 @dataclass(frozen=True)
-class LeakMetric(Judge):
+class LeakMetric(_OracleJudge):
     """1 when an image shows the references' background although its prompt asks for another;
     NaN for prompts that ask for the references' background (nothing to leak) or are not micro
     captions. Lower is better: this is DreamBooth-style overfitting, measured directly."""
@@ -59,9 +66,6 @@ class LeakMetric(Judge):
     keys: tuple[str, ...] = ("background",)
     role: str = "oracle"
     against: str = "prompt"
-
-    def describe(self) -> str:
-        return "micro-world oracle: " + "+".join(self.keys)
 
     def judge_images(self, images: list[np.ndarray], prompts: list[str]) -> torch.Tensor:
         out = []
@@ -75,14 +79,11 @@ class LeakMetric(Judge):
 
 
 @dataclass(frozen=True)
-class OracleMetric(Judge):
+class OracleMetric(_OracleJudge):
     name: str
     keys: tuple[str, ...]
     role: str = "oracle"  # no backbone
     against: str = "prompt"
-
-    def describe(self) -> str:
-        return "micro-world oracle: " + "+".join(self.keys)
 
     def judge_images(self, images: list[np.ndarray], prompts: list[str]) -> torch.Tensor:
         out = []
