@@ -57,10 +57,10 @@ def listing(what: str = "all") -> list[str]:
     show = set(SECTIONS) - {"baselines"} if what == "all" else {what}
     out = []
     if "methods" in show:
-        out += ["methods (dcobench run --methods NAME,...; 'baseline': from baselines/):", *method_lines()]
+        out += ["methods (dcobench run --methods NAME,...; 'baseline' marks the baselines):", *method_lines()]
     if "baselines" in show:
-        out += ["baselines (baselines/): methods", *method_lines(True), "baselines (baselines/): merges",
-                *merge_lines(True)]
+        out += ["baselines: methods (dcobench run --methods)", *method_lines(True),
+                "baselines: merges (dcobench run --merge)", *merge_lines(True)]
     if "merges" in show:
         out += ["merges (dcobench run --merge NAME,...; dcobench merge --method NAME):", *merge_lines()]
     if "suites" in show:

@@ -217,3 +217,14 @@ def test_a_third_party_plugin_registers_through_the_entry_point(third_party_plug
     r = subprocess.run([sys.executable, "-m", "dcobench", "ls"], capture_output=True, text=True, env=env,
                        cwd=tmp_path, timeout=120)
     assert r.returncode == 2 and "plugin 'toy' (toyplug) cannot be imported" in r.stderr
+
+
+def test_ls_says_which_are_baselines():
+    from dcobench.catalog import listing
+
+    lines = listing("baselines")
+    names = {line.split()[0] for line in lines if line.startswith("  ")}
+    assert names == {"dreambooth", "dreambooth_pp", "direct", "ziplora"}
+    assert all(" baseline " in line for line in lines if line.startswith("  "))
+    dco = next(line for line in listing("methods") if line.split()[:1] == ["dco"])
+    assert dco.split()[1] == "method"
