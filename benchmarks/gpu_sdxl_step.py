@@ -21,9 +21,9 @@ from types import SimpleNamespace
 
 import torch
 
+from baselines.dreambooth import DreamBooth
 from dcobench.config import TrainConfig
 from dcobench.methods.dco import DCO
-from dcobench.methods.dreambooth import DreamBooth
 from dcobench.trainer import LatentCache, train_lora
 
 DEVICE = os.environ.get("DCOBENCH_BENCH_DEVICE", "cuda")  # "cpu" only to dry-run the script
