@@ -31,7 +31,7 @@ def quiet_libraries() -> None:
         tlog.set_verbosity_error()
         dlog.disable_progress_bar()
         tlog.disable_progress_bar()
-    except Exception:  # pragma: no cover - logging is cosmetic
+    except ImportError:  # pragma: no cover - an older library without these helpers; logging is cosmetic
         pass
 
 
@@ -75,7 +75,7 @@ def native_resolution(model: str, default: int = 512) -> int:
     try:
         unet = UNet2DConditionModel.load_config(str(model), subfolder="unet")
         vae = AutoencoderKL.load_config(str(model), subfolder="vae")
-    except Exception:
+    except (OSError, ValueError):  # no such folder or cached hub id: loading the pipeline will say so
         return default
     return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
 
