@@ -249,6 +249,16 @@ def test_unscored_run_still_reports(tmp_path):
     assert grid.size == (LABEL_W + 4 * (TILE + GAP) + GAP, GAP + 3 * (TILE + GAP))
 
 
+def test_a_malformed_manifest_is_an_error_not_a_guess(tmp_path):
+    make_run(tmp_path)
+    cell = next((tmp_path / "run" / "cells").glob("*/result.json")).parent
+    result = json.loads((cell / "result.json").read_text())
+    (cell / "scores.csv").unlink()
+    (cell / "manifest.json").write_text(json.dumps({"images": [{"file": "images/p00_s0_i0.png"}]}))  # no prompt
+    with pytest.raises(DcoError, match=r"manifest.json: malformed manifest \(KeyError"):
+        cell_grid(tmp_path / "run", result, tmp_path / "out")
+
+
 def test_grid_pixel_size_and_content(run, tmp_path):
     run_dir, _, _ = run
     result = json.loads(next((run_dir / "cells").glob("*/result.json")).read_text())

@@ -9,9 +9,9 @@ into every scene, or a high CLIP-T with the subject gone, shows at a glance. Til
 size so grids of different cells line up; tiny suites render 32x32 images, so they are upscaled
 with NEAREST (no blur invented), and larger images are downscaled with LANCZOS.
 
-Which image belongs to which prompt comes from scores.csv, else manifest.json, else the file
-names (`p00_s0_i1.png`); a missing file becomes a grey "missing" tile rather than an error, since
-the report must still show everything else.
+Which image belongs to which prompt comes from scores.csv, else manifest.json (a malformed one is
+an error naming it), else the file names (`p00_s0_i1.png`); a missing image file becomes a grey
+"missing" tile rather than an error, since the report must still show everything else.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..errors import DcoError
 from ..store import atomic_write_bytes, read_json
 
 TILE = 96
@@ -60,8 +61,9 @@ def image_records(cell_dir: Path, result: dict) -> list[dict]:
         try:
             return [{"prompt": r["prompt"], "prompt_index": int(r["prompt_index"]), "seed": int(r["seed"]),
                      "index": int(r["index"]), "image": r["file"]} for r in read_json(manifest)["images"]]
-        except (KeyError, TypeError, ValueError):
-            pass
+        except (KeyError, TypeError, ValueError) as e:
+            raise DcoError(f"{manifest}: malformed manifest ({type(e).__name__}: {e}); delete the cell folder and "
+                           "rerun `dcobench run` to redo it")
     out = []
     for i, rel in enumerate(result.get("images", [])):
         m = _NAME.search(Path(rel).stem)
