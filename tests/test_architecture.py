@@ -123,6 +123,7 @@ def test_modules_stay_readable():
     assert not long, long
 
 
+@pytest.mark.slow  # ~18 s on 2 cores; the static cycle test above runs by default
 def test_every_module_imports_on_its_own():
     """Each module is imported first, in a fresh child process (forked after the third-party
     libraries are loaded, which only saves time): an order-dependent import cycle fails here."""
