@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 REGRESS_OUT ?= runs/ci-tiny
 MICRO_OUT ?= runs/ci-micro
 
-.PHONY: run test test-slow test-all install clean regress baseline regress-micro baseline-micro
+.PHONY: run test test-slow test-all install clean regress baseline regress-micro baseline-micro wheel
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -58,5 +58,9 @@ baseline: $(STAMP)
 	$(VENV)/bin/dcobench run --suite tiny --out $(REGRESS_OUT) --quiet
 	$(VENV)/bin/dcobench regress $(REGRESS_OUT) --update reports/baseline/tiny.json
 
+# dist/dcobench-*.whl: the package with data/ (configs, the micro world) inside it as dcobench.data
+wheel: $(STAMP)
+	$(PY) -m build --outdir dist .
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs build dist

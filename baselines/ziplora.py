@@ -12,7 +12,7 @@ trained to minimise
 
 Only the merger vectors get gradients. The layers run in low-rank form, dW x = s up (down (m ⊙ x)),
 so nothing dense is ever built, and the result exports exactly as a rank r1 + r2 LoRA (see
-`merge.concat_lora`) that stock diffusers loads. The public implementation writes dense weights
+`dcobench.merging.concat_lora`) that stock diffusers loads. The public implementation writes dense weights
 that diffusers cannot load; this one does not.
 """
 
@@ -25,15 +25,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from dcobench.config import MethodConfig, non_negative, option, positive
+from dcobench.config import non_negative, option, positive
 from dcobench.errors import DcoError
+from dcobench.merging import LoraWeights, MergeConfig, check_pair, concat_lora
 from dcobench.models.pipeline import unet_forward
-
-from .merge import LoraWeights, check_pair, concat_lora
+from dcobench.registry import MERGES
 
 
 @dataclass
-class ZipLoRAConfig(MethodConfig):
+class ZipLoRAConfig(MergeConfig):
     lam: float = option(0.01, "lambda: weight of the merger vectors' overlap penalty mean(|m1 ⊙ m2|).", non_negative)
     steps: int = option(100, "Optimizer steps of the merger vectors.", positive)
     lr: float = option(5e-5, "Adam learning rate of the merger vectors.", positive)
@@ -92,6 +92,8 @@ class _Merger:
         return sum((self.m1[m] * self.m2[m]).abs().mean() for m in self.m1)
 
 
+@MERGES.register("ziplora", baseline=True,
+                 description="learned per-column merger vectors (ZipLoRA), exported as a rank r1+r2 LoRA")
 def ziplora(a: LoraWeights, b: LoraWeights, cfg: ZipLoRAConfig | None = None, pipe=None, cond=None,
             subject=None, subject_latents=None, style=None, style_latents=None, seed: int = 0, **_):
     """Train the merger vectors on the subject's and the style's references; returns the exported
@@ -137,7 +139,7 @@ def ziplora(a: LoraWeights, b: LoraWeights, cfg: ZipLoRAConfig | None = None, pi
         m2 = {m: v.detach().cpu() for m, v in merger.m2.items()}
         penalty = merger.penalty().item()
     state, rank = concat_lora(a, b, m1, m2)
-    return state, rank, {"method": "ziplora", "config": {k: v for k, v in vars(cfg).items() if k != "sweep"},
+    return state, rank, {"method": "ziplora", "config": dict(vars(cfg)),
                          "losses": losses, "penalty": penalty, "seconds": round(time.perf_counter() - start, 2),
                          "_merger": (m1, m2)}
 

@@ -20,9 +20,9 @@ import os
 import torch
 from step_timing import DEVICE, RandomCond, timed_training
 
+from baselines.dreambooth import DreamBooth
 from dcobench.config import TrainConfig
 from dcobench.methods.dco import DCO
-from dcobench.methods.dreambooth import DreamBooth
 from dcobench.trainer import train_lora
 
 SDXL_UNET = dict(

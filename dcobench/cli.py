@@ -13,16 +13,24 @@ from typing import List, Optional
 
 import typer
 
+from .config import RunConfig
 from .errors import DcoError
+from .registry import COMMANDS
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train, sample, score and report text-to-image personalization methods.")
 
-from .micro.cli import micro_app  # noqa: E402
 
-app.add_typer(micro_app, name="micro")
+
+def add_plugin_commands() -> None:
+    """Add the commands plugins register (the micro world's `dcobench micro ...`), once; loading the
+    plugins may fail with a one-line DcoError, so `main` calls this inside its error handling."""
+    added = {g.name for g in app.registered_groups}
+    for name in COMMANDS.names():
+        if name not in added:
+            app.add_typer(COMMANDS.get(name), name=name, help=COMMANDS.meta(name).get("description"))
 
 OVERRIDES = typer.Argument(None, help="key=value overrides, e.g. methods.dco.beta=2000 train.steps=50")
 
@@ -54,7 +62,7 @@ def _names(text: Optional[str], flag: str = "--methods", example: str = "dco,dre
 def run(
     overrides: Optional[List[str]] = OVERRIDES,
     methods: Optional[str] = typer.Option(None, help="Comma-separated methods, e.g. dco,dreambooth."),
-    suite: Optional[str] = typer.Option(None, help="Suite name or suite YAML path (default: tiny)."),
+    suite: Optional[str] = typer.Option(None, help=f"Suite name or suite YAML path (default: {RunConfig().suite})."),
     data: Optional[str] = typer.Option(None, help="Dataset folder for suites that read one (dreambench)."),
     model: Optional[str] = typer.Option(None, help="Base model (diffusers folder or hub id) replacing the suite's."),
     config: Optional[Path] = typer.Option(None, help="YAML run config."),
@@ -124,7 +132,7 @@ def report(
     """Summary tables, Pareto plots, prompt grids and index.html: a pure fold over result.json files."""
     from .report import write_report
 
-    paths = write_report(run_dir, out, _names(pareto, "--pareto", "oracle_subject,clip_i"))
+    paths = write_report(run_dir, out, _names(pareto, "--pareto", "clip_i,dino"))
     typer.echo(f"report: {paths['index_html']}")
 
 
@@ -185,92 +193,69 @@ def caption(
 def merge(
     subject_lora: Path = typer.Argument(..., help="Subject LoRA folder or .safetensors file."),
     style_lora: Path = typer.Argument(..., help="Style LoRA folder or .safetensors file."),
-    method: str = typer.Option("direct", help="Merge method: direct or ziplora."),
-    out: Path = typer.Option(..., help="Folder for the merged pytorch_lora_weights.safetensors."),
+    method: str = typer.Option("direct", help="Merge method: direct or ziplora (see `dcobench ls merges`)."),
+    out: Path = typer.Option(..., help="Folder for the merged pytorch_lora_weights.safetensors and merge.json."),
     model: Optional[str] = typer.Option(None, help="Base model (needed by ziplora)."),
     subject: Optional[Path] = typer.Option(None, help="The subject's reference folder (ziplora)."),
     style: Optional[Path] = typer.Option(None, help="The style's reference folder (ziplora)."),
-    overrides: Optional[List[str]] = typer.Argument(None, help="methods.<method>.<field>=value"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="merges.<method>.<field>=value, as in `dcobench run`"),
 ):
     """Merge a subject LoRA and a style LoRA into one LoRA that stock diffusers loads."""
-    from baselines.merge import MERGES, load_lora_weights, save_merged
-
     from .config import from_dict
+    from .merging import merge_loras
+    from .registry import MERGES
 
-    fn = MERGES.get(method)
-    raw = _scoped_overrides(overrides, ["methods", method], f"methods.{method}.steps=50")
-    cfg = from_dict(fn.config_cls, raw, f"methods.{method}.")
-    a, b = load_lora_weights(subject_lora), load_lora_weights(style_lora)
-    kwargs, pipe_cls = {}, None
+    raw = _scoped_overrides(overrides, ["merges", method], f"merges.{method}.steps=50")
+    cfg = from_dict(MERGES.get(method).config_cls, raw, f"merges.{method}.")
+    if out.exists() and any(out.iterdir()) and not (out / "merge.json").is_file():
+        raise DcoError(f"--out {out}: exists and is not a merged LoRA folder (no merge.json); pick a new folder")
+    inputs = {}
     if model:
         from .models.pipeline import Conditioner, load_pipeline, native_resolution
         from .suites.base import load_subject
         from .trainer import encode_images
 
         pipe = load_pipeline(model)
-        pipe_cls, res = type(pipe), native_resolution(model)
-        kwargs = {"pipe": pipe, "cond": Conditioner(pipe, res)}
+        res = native_resolution(model)
+        inputs = {"pipe": pipe, "cond": Conditioner(pipe, res)}
         for key, folder in (("subject", subject), ("style", style)):
             if folder is not None:
                 s = load_subject(folder, kind=None)
-                kwargs[key], kwargs[f"{key}_latents"] = s, encode_images(pipe.vae, s.images, res)
-    state, rank, info = fn(a, b, cfg, **kwargs)
-    info = {k: v for k, v in info.items() if not k.startswith("_")}
-    info.update(subject_lora=str(subject_lora), style_lora=str(style_lora), rank=rank)
-    path = save_merged(state, rank, a.modules, out, pipe_cls, info)
-    typer.echo(f"merged ({method}, rank {rank}): {path}")
+                inputs[key], inputs[f"{key}_latents"] = s, encode_images(pipe.vae, s.images, res)
+    info = merge_loras(method, cfg, subject_lora, style_lora, out,
+                       record={"subject_lora": str(subject_lora), "style_lora": str(style_lora)}, **inputs)
+    typer.echo(f"merged ({method}, rank {info['rank']}): {out / 'pytorch_lora_weights.safetensors'}")
+
+
+@app.command()
+def export(
+    lora: Path = typer.Argument(..., help="A LoRA folder (e.g. RUN/loras/<train_id>) or its .safetensors file."),
+    format: str = typer.Option("kohya", "--format", help="kohya: lora_unet_* keys for ComfyUI, A1111, kohya's scripts."),
+    out: Optional[Path] = typer.Option(None, help="Output file (default: <LORA folder>/<folder name>.<format>.safetensors)."),
+):
+    """Write a LoRA in another tool's format, converted by diffusers' own converters."""
+    from .lora import export_kohya
+
+    if format != "kohya":
+        raise DcoError(f"--format: '{format}' is not supported; use --format kohya")
+    folder = lora if lora.is_dir() else lora.parent
+    path = export_kohya(lora, out or folder / f"{folder.name}.{format}.safetensors")
+    typer.echo(f"exported ({format}): {path}")
+    if (folder / "learned_embeds.safetensors").is_file():
+        typer.echo(f"note: this LoRA trained a new token; load {folder / 'learned_embeds.safetensors'} as well")
 
 
 @app.command("ls")
-def ls(what: str = typer.Argument("all", help="methods, merges, suites, metrics, options or all")):
-    """List registered methods and suites, or every config option with its help."""
-    from . import methods as _m  # noqa: F401
-    from . import suites as _s  # noqa: F401
-    from .config import RunConfig, field_help
-    from .registry import METHODS, SUITES
+def ls(what: str = typer.Argument("all", help="methods, baselines, merges, suites, metrics, plugins, options or all")):
+    """List what is registered (methods, baselines, merges, suites, metrics, plugins) or every config option."""
+    from .catalog import listing
 
-    from .metrics import BACKBONES, METRICS
-
-    if what not in ("all", "methods", "merges", "suites", "metrics", "options"):
-        raise DcoError(f"ls: unknown section '{what}'; use methods, merges, suites, metrics, options or all")
-    if what in ("all", "methods"):
-        typer.echo("methods:")
-        for name in METHODS.names():
-            obj = METHODS.get(name)
-            flags = [f for f in ("needs_reference", "needs_prior") if getattr(obj, f)]
-            knobs = [r[0] for r in field_help(obj.config_cls) if r[0] != "sweep"]
-            typer.echo(f"  {name:<12} {METHODS.meta(name).get('description', '')}"
-                       f"  [guidance={obj.default_guidance}{', ' + ', '.join(flags) if flags else ''}"
-                       f"{'; knobs: ' + ', '.join(knobs) if knobs else ''}]")
-    if what in ("all", "merges"):
-        from .merging import merge_registry
-
-        merges = merge_registry()
-        typer.echo("merges (dcobench merge --method NAME, dcobench run --merge NAME,...):")
-        for name in merges.names():
-            knobs = [r[0] for r in field_help(merges.get(name).config_cls) if r[0] != "sweep"]
-            typer.echo(f"  {name:<12} {merges.meta(name).get('description', '')}  [knobs: {', '.join(knobs)}]")
-    if what in ("all", "suites"):
-        typer.echo("suites:")
-        for name in SUITES.names():
-            typer.echo(f"  {name:<12} {SUITES.meta(name).get('description', '')}")
-    if what in ("all", "metrics"):
-        typer.echo("metrics:")
-        for name in METRICS.names():
-            m, meta = METRICS.get(name), METRICS.meta(name)
-            how = "exact oracle of the micro world" if m.role == "oracle" else f"backbone=score.{m.role}, against {m.against}"
-            typer.echo(f"  {name:<18} {meta['label']:<36} {how}, higher_is_better={meta['higher_is_better']}")
-        typer.echo("backbones (score.clip / score.dino / score.dinov2 = NAME[:ARCH][@WEIGHTS]):")
-        for name in BACKBONES.names():
-            typer.echo(f"  {name:<12} {BACKBONES.meta(name).get('description', '')}")
-    if what in ("all", "options"):
-        typer.echo("options (key=value):")
-        for key, default, text in field_help(RunConfig):
-            typer.echo(f"  {key:<26} {default:<28} {text}")
+    typer.echo("\n".join(listing(what)))
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     try:
+        add_plugin_commands()
         code = app(args=argv, standalone_mode=False)  # returns typer.Exit's code instead of exiting
     except DcoError as e:
         print(f"error: {e}", file=sys.stderr)

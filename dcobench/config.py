@@ -239,6 +239,7 @@ def field_help(cls, prefix: str = "") -> list[tuple[str, str, str]]:
 
 
 def load_yaml(path: str | Path) -> dict:
+    """A YAML file whose top level is a mapping (a run config, a suite, a subject.yaml)."""
     path = Path(path)
     if not path.is_file():
         raise DcoError(f"{path}: config file not found; pass an existing YAML file")

@@ -5,6 +5,8 @@ Saving takes peft's state dict in the key format the family's loader reads and w
 pipeline class's `save_lora_weights` (`unet_lora_layers=` or `transformer_lora_layers=`, as the model family says),
 together with the adapter's LoraConfig as metadata so that alpha survives. Sampling loads the saved file with
 `pipe.load_lora_weights`, so every image dcobench scores came from the file a user would load.
+`export_kohya` rewrites a saved LoRA in kohya's format (ComfyUI, A1111, kohya's scripts) with
+diffusers' own state-dict converters.
 """
 
 from __future__ import annotations
@@ -73,3 +75,47 @@ def load_lora(pipe, folder: Path, adapter_name: str = "dcobench") -> str:
 
 def unload_lora(pipe) -> None:
     pipe.unload_lora_weights()
+
+
+def _adapter_config(meta: dict, file: Path) -> tuple[int, float]:
+    """(r, lora_alpha) of a LoRA file saved with its LoraConfig as metadata (alpha = r without it)."""
+    import json
+
+    config = json.loads(meta.get("lora_adapter_metadata", "{}") or "{}")
+    if config.get("unet.rank_pattern") or config.get("unet.alpha_pattern"):
+        raise DcoError(f"{file}: per-layer ranks or alphas (rank_pattern / alpha_pattern) are not supported by "
+                       "the kohya export; export a LoRA with one rank and one alpha")
+    return config.get("unet.r"), config.get("unet.lora_alpha")
+
+
+def export_kohya(src: str | Path, out: str | Path) -> Path:
+    """Write the diffusers-format UNet LoRA `src` (a folder or file) as a kohya-format file
+    (`lora_unet_*` keys with `.lora_down` / `.lora_up` / `.alpha`), the format ComfyUI, A1111 and
+    kohya's scripts load, through diffusers' converters: to peft keys, then to kohya keys. The
+    converter writes alpha = rank; the LoRA's own alpha replaces it, so the scale survives."""
+    from safetensors import safe_open
+    from safetensors.torch import save
+    from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya, convert_unet_state_dict_to_peft
+
+    from .store import atomic_write_bytes
+
+    src = Path(src)
+    file = src / WEIGHT_NAME if src.is_dir() else src
+    if not file.is_file():
+        raise DcoError(f"{file}: LoRA file not found; pass a LoRA folder (with {WEIGHT_NAME}) or the file")
+    with safe_open(str(file), "pt") as f:
+        meta = f.metadata() or {}
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    if not state or not all(k.startswith("unet.") for k in state):
+        raise DcoError(f"{file}: not a diffusers-format UNet LoRA (keys 'unet.*'); export LoRAs dcobench saved")
+    peft = convert_unet_state_dict_to_peft({k.removeprefix("unet."): v for k, v in state.items()})
+    kohya = convert_state_dict_to_kohya({f"unet.{k}": v for k, v in peft.items()})
+    rank, alpha = _adapter_config(meta, file)
+    ranks = {int(v.shape[0]) for k, v in kohya.items() if k.endswith(".lora_down.weight")}
+    for key in [k for k in kohya if k.endswith(".alpha")]:
+        kohya[key] = torch.tensor(float(alpha if alpha is not None else kohya[key]))
+    header = {"ss_network_module": "networks.lora", "ss_network_dim": str(rank or max(ranks)),
+              "ss_network_alpha": str(alpha if alpha is not None else max(ranks)), "dcobench_source": file.name}
+    out = Path(out)
+    atomic_write_bytes(out, save({k: v.contiguous() for k, v in kohya.items()}, metadata=header))
+    return out

@@ -1,186 +1,166 @@
-"""`dcobench run --merge direct,ziplora`: subject x style merge cells, and how a run executes them.
+"""The merge-method interface: two stored LoRAs in, one ordinary LoRA file out.
 
-For every training method, subject, style and seed, the plan gets one cell per row of the
-merge-interference table, all sampled on the same combined prompts ("<subject prompt>, in <style
-identifier> style"):
+A merge method (registered in `registry.MERGES`, implemented in baselines/: `direct.py`,
+`ziplora.py`) is `fn(a, b, cfg, **inputs) -> (state, rank, info)`: `a` and `b` are the subject and
+style LoRAs as `LoraWeights`, `cfg` its typed `MergeConfig`, `inputs` what training-based merges
+need (pipe, cond, subject, subject_latents, style, style_latents, seed). `state` is a diffusers-
+format LoRA state dict of rank `rank` and scale 1, `info` a JSON-able summary (keys starting with
+"_" stay in memory).
 
-    subject   the subject LoRA alone          style    the style LoRA alone
-    <merge>   the two merged by a registered merge method (`baselines.merge.MERGES`)
-
-The subject and style LoRAs are trained by the same trainer with the method's unswept config, so
-a subject LoRA is the one its regular cells already use. A merged LoRA is written once under
-`merges/<merge_id>/` (content-addressed, atomic) and sampled through stock `load_lora_weights`
-like any other. A merge cell's result.json has kind "merge" and carries both reference sets, so
-the scorer reports subject fidelity (against the subject's references), style fidelity (against
-the style's) and prompt fidelity on the same images.
+A LoRA adds `dW = s * up @ down` to each targeted layer (s = alpha / r; for a Conv2d LoRA, `down`
+is a (r, in, k, k) kernel and `up` a (out, r, 1, 1) one). Merges that scale the two deltas and
+their input columns are exact as a rank r1 + r2 LoRA (`concat_lora`), so the result loads with
+stock `pipe.load_lora_weights`. `merge_loras` is the one path that reads, merges and writes:
+`dcobench run --merge` and `dcobench merge` both use it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import re
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import MethodConfig, RunConfig
+import torch
+
 from .errors import DcoError
-from .plan import Cell, _hash, method_configs, sample_identity
-from .suites import Subject, Suite
-
-ALONE = ("subject", "style")  # the unmerged rows
-_STYLED = re.compile(r"\bstyle\b")
-
-
-def merge_registry():
-    from baselines.merge import MERGES
-
-    return MERGES
-
-
-def merge_configs(cfg: RunConfig, raw: dict) -> dict[str, MethodConfig]:
-    """Validate `merge` names and build each merge method's typed config from `merges.<name>`."""
-    from .config import from_dict
-
-    registry = merge_registry()
-    if not isinstance(raw, dict):
-        raise DcoError("merges: expected a mapping of merge method -> options, e.g. merges.ziplora.steps=50")
-    out = {}
-    for name in dict.fromkeys(list(raw) + list(cfg.merge)):
-        if name in ALONE:
-            raise DcoError(f"merge: '{name}' names an unmerged row, not a merge method; use direct or ziplora")
-        fn = registry.get(name)
-        out[name] = from_dict(fn.config_cls, raw.get(name), f"merges.{name}.")
-    return out
+from .lora import WEIGHT_NAME
+from .registry import MERGES
+from .store import atomic_folder, atomic_write_json
 
 
 @dataclass
-class MergeCell(Cell):
-    """A regular cell of `subject` (so `train_id` is the subject LoRA's) that also names a style
-    and a row: sampled on combined prompts with that LoRA, the style's, or their merge."""
+class MergeConfig:
+    """Fields shared by every merge method (none yet); each merge subclasses it with its own.
+    Merges are not swept: unlike a method's config it has no `sweep`."""
 
-    style: Subject | None = None
-    merge: str = "subject"  # a merge method, or "subject" / "style": that LoRA alone
-    merge_cfg: MethodConfig | None = None
 
-    def train_cell(self, which: str) -> Cell:
-        """The regular cell whose LoRA this row uses (it shares the train id, hence the file)."""
-        cell = Cell(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Cell)})
-        return cell if which == "subject" else dataclasses.replace(cell, subject=self.style)
+@dataclass
+class LoraWeights:
+    """Per module: down (r, in[, k, k]) and up (out, r[, 1, 1]) weights, and the scale alpha / r."""
 
-    def prompts(self) -> list[str]:
-        """The subject's prompts that do not already ask for a style, each with the style appended."""
-        own = super().prompts()
-        plain = [p for p in own if not _STYLED.search(p)] or own
-        return [f"{p}, in {self.style.identifier} style" for p in plain]
-
-    def base(self, prompt: str) -> str:
-        return self.subject.base(self.style.base(prompt))
-
-    def merge_identity(self) -> dict:
-        cfg = {k: v for k, v in dataclasses.asdict(self.merge_cfg).items() if k != "sweep"} if self.merge_cfg else {}
-        return {"subject_lora": self.train_id, "style_lora": self.train_cell("style").train_id,
-                "merge": self.merge, "merge_config": cfg}
+    down: dict[str, torch.Tensor]
+    up: dict[str, torch.Tensor]
+    scale: float
+    source: str
+    model: str | None = None  # the base model it was trained on, when dcobench trained it
 
     @property
-    def merge_id(self) -> str:
-        return f"{self.method}-{self.subject.name}+{self.style.name}-s{self.seed}-{self.merge}-{_hash(self.merge_identity())}"
+    def modules(self) -> list[str]:
+        return sorted(self.down)
 
-    def identity(self) -> dict:
-        return {**self.merge_identity(), "method": self.method, "sample": sample_identity(self.sample),
-                "prompts": self.prompts()}
-
-    @property
-    def cell_id(self) -> str:
-        return f"merge-{self.method}-{self.subject.name}+{self.style.name}-{self.merge}-{_hash(self.identity())}"
+    def delta(self, module: str) -> torch.Tensor:
+        """The dense update of `module`: (out, in) for a Linear, (out, in, k, k) for a Conv2d."""
+        up, down = self.up[module].float(), self.down[module].float()
+        return self.scale * torch.einsum("or,ri...->oi...", up.flatten(1), down)
 
 
-def expand_merges(cfg: RunConfig, suite: Suite, methods: list[str], model_id: str) -> list[MergeCell]:
-    if not cfg.merge:
-        return []
-    styles = suite.merge_styles(cfg.styles)
-    if not styles:
-        raise DcoError(f"--merge: suite '{suite.name}' has no style references; add `styles:` (folders of a style's "
-                       "images, kind style) to the suite YAML")
-    subjects = [s for s in suite.select(cfg.subjects) if s.kind != "style"]
-    if not subjects:
-        raise DcoError("--merge: no subjects to merge with the styles; select subjects of kind subject")
-    cells = []
-    for name in methods:
-        train, sample = method_configs(cfg, suite, name)
-        for subject in subjects:
-            for style in styles:
-                for seed in cfg.seeds:
-                    for row in ALONE + tuple(cfg.merge):
-                        cells.append(MergeCell(name, subject, seed, {}, cfg.methods[name], train, sample, suite,
-                                               model_id, style=style, merge=row, merge_cfg=cfg.merges.get(row)))
-    return cells
+def load_lora_weights(path: str | Path) -> LoraWeights:
+    """Read a diffusers-format LoRA folder or .safetensors file (as `save_lora_weights` writes it)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    file = path / WEIGHT_NAME if path.is_dir() else path
+    if not file.is_file():
+        raise DcoError(f"{file}: LoRA file not found; pass a folder with {WEIGHT_NAME} or the file itself")
+    down, up = {}, {}
+    with safe_open(str(file), "pt") as f:
+        meta = f.metadata() or {}
+        for key in f.keys():
+            name = key.removeprefix("unet.")
+            for tag, store in ((".lora.down.weight", down), (".lora.up.weight", up),
+                               (".lora_A.weight", down), (".lora_B.weight", up)):
+                if name.endswith(tag):
+                    store[name[: -len(tag)]] = f.get_tensor(key).float()
+    if not down or set(down) != set(up):
+        raise DcoError(f"{file}: not a UNet LoRA in diffusers format (no matching lora down/up pairs)")
+    for m in down:
+        if up[m].shape[1] != down[m].shape[0]:
+            raise DcoError(f"{file}: module {m} has mismatched ranks (down {tuple(down[m].shape)}, up "
+                           f"{tuple(up[m].shape)}); the file is corrupt, retrain or re-export it")
+    ranks = {down[m].shape[0] for m in down}
+    config = json.loads(meta.get("lora_adapter_metadata", "{}") or "{}")
+    r = int(config.get("unet.r", max(ranks)))
+    alpha = float(config.get("unet.lora_alpha", r))
+    train = file.parent / "train.json"
+    model = json.loads(train.read_text()).get("config", {}).get("model") if train.is_file() else None
+    return LoraWeights(down, up, alpha / r, str(file), model)
 
 
-def build_merged(ctx, cell: MergeCell, subject_dir: Path, style_dir: Path, folder: Path) -> None:
-    """Merge the two stored LoRAs with the cell's merge method; write `folder` atomically."""
-    from baselines.merge import load_lora_weights, save_merged
+def _dense_shape(lora: LoraWeights, m: str) -> tuple:
+    return (lora.up[m].shape[0],) + tuple(lora.down[m].shape[1:])
 
-    from .store import atomic_folder, atomic_write_json
 
-    fn = merge_registry().get(cell.merge)
-    a, b = load_lora_weights(subject_dir), load_lora_weights(style_dir)
+def check_pair(a: LoraWeights, b: LoraWeights, unet=None, model_id: str | None = None) -> None:
+    if set(a.modules) != set(b.modules):
+        only = sorted(set(a.modules) ^ set(b.modules))[0]
+        raise DcoError(f"LoRAs target different layers ({only} is in only one of {a.source}, {b.source}); "
+                       "train both with the same train.target_modules")
+    for m in a.modules:
+        if _dense_shape(a, m) != _dense_shape(b, m):
+            raise DcoError(f"{b.source}: module {m} is {_dense_shape(b, m)} but {a.source} has {_dense_shape(a, m)}: "
+                           "the two LoRAs were trained on different base models")
+    for lora in (a, b):
+        if model_id and lora.model and lora.model != model_id:
+            raise DcoError(f"{lora.source}: trained on base model {lora.model}, not {model_id}; merge LoRAs of the same model")
+        if unet is not None:
+            layers = dict(unet.named_modules())
+            for m in lora.modules:
+                layer = layers.get(m)
+                weight = getattr(getattr(layer, "base_layer", layer), "weight", None)
+                if weight is None or tuple(weight.shape) != _dense_shape(lora, m):
+                    raise DcoError(f"{lora.source}: module {m} does not fit this base model's UNet; the LoRA was "
+                                   "trained for another base model")
+
+
+def _columns(m: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Per-input-feature weights shaped to scale the columns of a (r, in[, k, k]) down weight."""
+    return m.reshape(1, -1, *([1] * (like.ndim - 2)))
+
+
+def concat_lora(a: LoraWeights, b: LoraWeights, ma: dict | None = None, mb: dict | None = None,
+                wa: float = 1.0, wb: float = 1.0) -> tuple[dict[str, torch.Tensor], int]:
+    """The rank r1 + r2 LoRA (diffusers keys, scale 1) whose delta is wa ma⊙dWa + wb mb⊙dWb."""
+    state, rank = {}, 0
+    for m in a.modules:
+        da = a.down[m] * (_columns(ma[m], a.down[m]) if ma else 1.0)
+        db = b.down[m] * (_columns(mb[m], b.down[m]) if mb else 1.0)
+        state[f"{m}.lora.down.weight"] = torch.cat([da, db]).contiguous()
+        state[f"{m}.lora.up.weight"] = torch.cat([wa * a.scale * a.up[m], wb * b.scale * b.up[m]], dim=1).contiguous()
+        rank = max(rank, da.shape[0] + db.shape[0])
+    return state, rank
+
+
+def save_merged(state: dict[str, torch.Tensor], rank: int, modules: list[str], folder: str | Path,
+                pipeline_cls=None) -> Path:
+    """Write the merged LoRA with diffusers' `save_lora_weights` (alpha = rank: scale 1)."""
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig
+
+    targets = sorted({".".join(m.split(".")[-2:]) if m.split(".")[-1].isdigit() else m.split(".")[-1] for m in modules})
+    ranks = {v.shape[0] for k, v in state.items() if k.endswith("down.weight")}
+    if ranks != {rank}:
+        raise DcoError("merged LoRA: modules have different ranks; merge LoRAs whose every layer has one rank")
+    cfg = LoraConfig(r=rank, lora_alpha=rank, target_modules=targets)
+    folder = Path(folder)
+    (pipeline_cls or StableDiffusionPipeline).save_lora_weights(
+        folder, unet_lora_layers=state, unet_lora_adapter_metadata=cfg.to_dict(), weight_name=WEIGHT_NAME)
+    return folder / WEIGHT_NAME
+
+
+def merge_loras(method: str, cfg: MergeConfig | None, subject_lora: str | Path, style_lora: str | Path,
+                folder: str | Path, record: dict | None = None, pipeline_cls=None, **inputs) -> dict:
+    """Merge two stored LoRAs with a registered merge method and write `folder` atomically: the
+    merged LoRA and `merge.json` (the method's summary, `record`, rank, seconds). Returns merge.json."""
+    fn = MERGES.get(method)
+    cfg = cfg if cfg is not None else fn.config_cls()
+    a, b = load_lora_weights(subject_lora), load_lora_weights(style_lora)
     start = time.perf_counter()
-    state, rank, info = fn(a, b, cell.merge_cfg, pipe=ctx.pipe, cond=ctx.cond, subject=cell.subject,
-                           subject_latents=ctx.latents(cell.subject), style=cell.style,
-                           style_latents=ctx.latents(cell.style), seed=cell.seed)
-    info = {k: v for k, v in info.items() if not k.startswith("_")}
+    state, rank, info = fn(a, b, cfg, **inputs)
+    pipe = inputs.get("pipe")
+    summary = {**{k: v for k, v in info.items() if not k.startswith("_")}, **(record or {}), "rank": rank,
+               "seconds": round(time.perf_counter() - start, 3)}
     with atomic_folder(folder) as tmp:  # replaces a killed run's leftover (it has no merge.json)
-        save_merged(state, rank, a.modules, tmp, type(ctx.pipe))
-        atomic_write_json(tmp / "merge.json", {**info, **cell.merge_identity(), "rank": rank, "merge_id": cell.merge_id,
-                                               "seconds": round(time.perf_counter() - start, 3)})
-
-
-def run_merge_cell(ctx, cell: MergeCell, store, progress) -> int:
-    """Train what is missing, merge, sample the combined prompts, score; returns LoRAs trained."""
-    from .lora import WEIGHT_NAME
-    from .runner import _train, finish_cell, sample_from
-    from .sampling import grid_jobs
-
-    trained, dirs = 0, {}
-    for which in ALONE:
-        tc = cell.train_cell(which)
-        dirs[which] = store.lora(tc.train_id)
-        if not (dirs[which] / "train.json").is_file():
-            _train(ctx, tc, dirs[which], progress)
-            trained += 1
-    if cell.merge in ALONE:
-        folder, token_dirs = dirs[cell.merge], [dirs[cell.merge]]
-    else:
-        folder, token_dirs = store.root / "merges" / cell.merge_id, [dirs["subject"], dirs["style"]]
-        if not (folder / "merge.json").is_file():
-            build_merged(ctx, cell, dirs["subject"], dirs["style"], folder)
-    cell_dir = store.cell(cell.cell_id)
-    prompts = cell.prompts()
-    start = time.perf_counter()
-    jobs = grid_jobs(prompts, [cell.base(p) for p in prompts], cell.sample)
-    manifest = sample_from(ctx, folder, token_dirs, jobs, cell.sample, cell.guidance, cell_dir)
-    result = {
-        "cell_id": cell.cell_id,
-        "train_id": cell.train_id,
-        "method": cell.method,
-        "merge": cell.merge,
-        "subject": cell.subject.name,
-        "style": cell.style.name,
-        "class_noun": cell.subject.class_noun,
-        "kind": "merge",
-        "identifier": cell.subject.identifier,
-        "style_identifier": cell.style.identifier,
-        "style_class_noun": cell.style.class_noun,
-        "seed": cell.seed,
-        "knobs": {},
-        "suite": cell.suite.name,
-        "model": cell.suite.model,
-        "config": cell.identity(),
-        "lora": str(Path("..", "..", folder.relative_to(store.root), WEIGHT_NAME)),
-        "references": [str(p) for p in cell.subject.images],
-        "style_references": [str(p) for p in cell.style.images],
-        "timing": {"sample_s": round(time.perf_counter() - start, 3)},
-    }
-    finish_cell(ctx, cell_dir, result, manifest)
-    return trained
+        save_merged(state, rank, a.modules, tmp, pipeline_cls or (type(pipe) if pipe is not None else None))
+        atomic_write_json(tmp / "merge.json", summary)
+    return summary

@@ -1,10 +1,9 @@
 """From config to cells.
 
 `resolve` merges, in order: dataclass defaults < the suite's defaults < the YAML config < `key=value`
-overrides < explicit CLI flags, and validates all of it. `expand` turns the result into cells:
-methods x subjects x training seeds x each method's swept knobs. A cell's id hashes its resolved
-config; its train id hashes only what training reads, so cells that differ in a sampling knob
-(w_con, cfg_scale) share one LoRA.
+overrides < explicit CLI flags, and validates all of it. `expand` turns the result into cells
+(`cells.py`): methods x subjects x training seeds x each method's swept knobs; `expand_merges`
+adds, for `--merge`, every subject x style x seed x row of the merge-interference table.
 """
 
 from __future__ import annotations
@@ -12,17 +11,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
-import json
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import methods as _methods  # noqa: F401  (registers the objectives)
-from .config import (MethodConfig, RunConfig, SampleConfig, TrainConfig, check_value, deep_merge, from_dict,
+from .cells import ALONE, Cell, MergeCell
+from .config import (RunConfig, SampleConfig, TrainConfig, check_value, deep_merge, from_dict,
                      load_yaml, parse_override, set_dotted)
 from .errors import DcoError, did_you_mean
-from .registry import METHODS
-from .suites import Subject, Suite, get_suite
+from .registry import MERGES, METHODS
+from .suites import Suite, get_suite
 
 DEFAULT_METHODS = ["dco", "dreambooth"]
 SECTIONS = {"train": TrainConfig, "sample": SampleConfig}
@@ -33,8 +31,8 @@ class Plan:
     config: RunConfig
     suite: Suite
     methods: list[str]
-    cells: list["Cell"]
-    merge_cells: list = field(default_factory=list)  # merging.MergeCell, when config.merge is set
+    cells: list[Cell]
+    merge_cells: list[MergeCell] = field(default_factory=list)  # when config.merge is set
 
 
 def resolve(config_path=None, overrides=(), methods: list[str] | None = None, suite: str | None = None,
@@ -72,8 +70,6 @@ def resolve(config_path=None, overrides=(), methods: list[str] | None = None, su
                 raise DcoError(f"methods.{name}.sweep.{knob}: give at least one value")
             for v in values:
                 _apply_knob(mcfg, TrainConfig(), SampleConfig(), knob, v, f"methods.{name}.sweep.{knob}")
-    from .merging import merge_configs
-
     cfg.merges = merge_configs(cfg, raw_merges)
     if cfg.merge:
         from .families import family_of_model
@@ -91,7 +87,7 @@ def resolve(config_path=None, overrides=(), methods: list[str] | None = None, su
     return cfg, suite_obj, selected
 
 
-def check_cell(cell: "Cell") -> None:
+def check_cell(cell: Cell) -> None:
     """Cross-field checks that only a fully resolved cell can answer."""
     step, train = cell.sample.lora_step, cell.train
     if step and step != train.steps and (not train.checkpoint_every or step % train.checkpoint_every or step > train.steps):
@@ -117,18 +113,6 @@ def _apply_knob(mcfg, train, sample, knob: str, value, where: str):
     return (mcfg, new, sample) if section == "train" else (mcfg, train, new)
 
 
-def _hash(obj) -> str:
-    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
-def sample_identity(sample: SampleConfig) -> dict:
-    """The sampling fields that matter: the other guidance mode's scales do not change an image."""
-    out = dataclasses.asdict(sample)
-    for k in (("w_text", "w_con") if sample.guidance == "cfg" else ("cfg_scale",)):
-        out.pop(k)
-    return out
-
-
 def model_identity(model: str) -> str:
     """A hub id as is; a local folder by its configs and weight sizes (not its machine path)."""
     path = Path(model)
@@ -142,51 +126,16 @@ def model_identity(model: str) -> str:
     return f"{path.name}@{h.hexdigest()[:12]}"
 
 
-@dataclass
-class Cell:
-    method: str
-    subject: Subject
-    seed: int
-    knobs: dict
-    method_cfg: MethodConfig
-    train: TrainConfig
-    sample: SampleConfig
-    suite: Suite
-    model_id: str
-
-    @property
-    def guidance(self) -> str:
-        return self.sample.guidance
-
-    def train_identity(self) -> dict:
-        mcfg = {k: v for k, v in dataclasses.asdict(self.method_cfg).items() if k != "sweep"}
-        return {
-            "method": self.method,
-            "method_config": mcfg,
-            "train": dataclasses.asdict(self.train),
-            "subject": {"name": self.subject.name, "fingerprint": self.subject.fingerprint(),
-                        "class_noun": self.subject.class_noun, "identifier": self.subject.identifier},
-            "seed": self.seed,
-            "model": self.model_id,
-        }
-
-    def identity(self) -> dict:
-        return {**self.train_identity(), "sample": sample_identity(self.sample), "prompts": self.prompts()}
-
-    def prompts(self) -> list[str]:
-        prompts = list(self.subject.prompts)
-        if self.sample.prompt_indices:
-            prompts = [prompts[i] for i in self.sample.prompt_indices if i < len(prompts)]
-        n = self.sample.max_prompts
-        return prompts[:n] if n else prompts
-
-    @property
-    def train_id(self) -> str:
-        return f"{self.method}-{self.subject.name}-s{self.seed}-{_hash(self.train_identity())}"
-
-    @property
-    def cell_id(self) -> str:
-        return f"{self.method}-{self.subject.name}-{_hash(self.identity())}"
+def merge_configs(cfg: RunConfig, raw: dict) -> dict:
+    """Validate `merge` names and build each merge method's typed config from `merges.<name>`."""
+    if not isinstance(raw, dict):
+        raise DcoError("merges: expected a mapping of merge method -> options, e.g. merges.ziplora.steps=50")
+    out = {}
+    for name in dict.fromkeys(list(raw) + list(cfg.merge)):
+        if name in ALONE:
+            raise DcoError(f"merge: '{name}' names an unmerged row, not a merge method; use direct or ziplora")
+        out[name] = from_dict(MERGES.get(name).config_cls, raw.get(name), f"merges.{name}.")
+    return out
 
 
 def method_configs(cfg: RunConfig, suite: Suite, method: str) -> tuple[TrainConfig, SampleConfig]:
@@ -216,9 +165,29 @@ def expand(cfg: RunConfig, suite: Suite, methods: list[str]) -> list[Cell]:
     return cells
 
 
-def make_plan(config_path=None, overrides=(), methods=None, suite=None, data=None, model=None, merge=None) -> Plan:
-    from .merging import expand_merges
+def expand_merges(cfg: RunConfig, suite: Suite, methods: list[str], model_id: str) -> list[MergeCell]:
+    if not cfg.merge:
+        return []
+    styles = suite.merge_styles(cfg.styles)
+    if not styles:
+        raise DcoError(f"--merge: suite '{suite.name}' has no style references; add `styles:` (folders of a style's "
+                       "images, kind style) to the suite YAML")
+    subjects = [s for s in suite.select(cfg.subjects) if s.kind != "style"]
+    if not subjects:
+        raise DcoError("--merge: no subjects to merge with the styles; select subjects of kind subject")
+    cells = []
+    for name in methods:
+        train, sample = method_configs(cfg, suite, name)
+        for subject in subjects:
+            for style in styles:
+                for seed in cfg.seeds:
+                    for row in ALONE + tuple(cfg.merge):
+                        cells.append(MergeCell(name, subject, seed, {}, cfg.methods[name], train, sample, suite,
+                                               model_id, style=style, merge=row, merge_cfg=cfg.merges.get(row)))
+    return cells
 
+
+def make_plan(config_path=None, overrides=(), methods=None, suite=None, data=None, model=None, merge=None) -> Plan:
     cfg, suite_obj, selected = resolve(config_path, overrides, methods, suite, data, model, merge)
     cells = expand(cfg, suite_obj, selected)
     merges = expand_merges(cfg, suite_obj, selected, cells[0].model_id if cells else model_identity(suite_obj.model))

@@ -34,7 +34,7 @@ from .config import SampleConfig
 from .errors import DcoError
 from .models.pipeline import Conditioner
 from .sampling import GuidedSampler, ImageJob, lora_disabled
-from .store import _UMASK, atomic_save_image, atomic_write_json, read_json
+from .store import UMASK, atomic_save_image, atomic_write_json, read_json
 
 MANIFEST = "manifest.json"
 
@@ -138,7 +138,7 @@ def class_images(
             "images": [{"file": image_name(j.index), "noise_seed": j.noise_seed} for j in jobs],
             "seconds": round(time.perf_counter() - start, 3),
         })
-        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; the cache is meant to be shared
+        os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes 0700; the cache is meant to be shared
         _install(tmp, folder, key)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

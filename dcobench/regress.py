@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .errors import DcoError
-from .metrics import METRICS
+from .metrics import metric_meta
 from .store import RunDir, atomic_write_json, provenance, read_json
 
 DEFAULT_TOLERANCE = 0.02
@@ -61,7 +61,7 @@ def compare(run_dir, baseline_path) -> tuple[list[dict], bool, str]:
         for metric, base in metrics.items():
             tol = baseline["tolerances"].get(metric, DEFAULT_TOLERANCE)
             current = groups.get(group, {}).get(metric)
-            higher = METRICS.meta(metric).get("higher_is_better", True) if metric in METRICS else True
+            higher = metric_meta(metric)["higher_is_better"]
             if current is None:
                 good, delta = False, None
             else:

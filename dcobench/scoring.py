@@ -5,6 +5,9 @@ missing), embeds each reference image once per process, and embeds a cell's gene
 batches. A cell gets `scores-<protocol id>.csv` (one row per image: cell, prompt, scored prompt,
 seed, image path, every metric) and, in result.json, `metrics` (per-metric mean, std, n over its
 images), `protocol` and `scores`. Rescoring under another protocol writes a new scores file.
+
+A metric is either a `Metric` (embeds with a backbone) or a `Judge` (reads the images itself,
+may abstain with NaN); the protocol records each judge by its own `describe()`.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import torch
 
 from .config import ScoreConfig
 from .errors import DcoError
-from .metrics import METRICS, get_backbone
-from .store import atomic_write_bytes
+from .metrics import Judge, get_backbone
+from .models.pipeline import resolve_device
+from .registry import METRICS
+from .store import RunDir, atomic_write_bytes, atomic_write_json, read_json
 from .suites.base import base_prompt
 
 
@@ -47,7 +52,7 @@ class Scorer:
         self.metrics = [METRICS.get(m) for m in cfg.metrics]
         self._backbones = {}
         self._refs: dict[tuple, torch.Tensor] = {}
-        for role in dict.fromkeys(m.role for m in self.metrics if not hasattr(m, "judge_images")):
+        for role in dict.fromkeys(m.role for m in self.metrics if not isinstance(m, Judge)):
             self.backbone(role)
 
     def backbone(self, role: str):
@@ -66,7 +71,7 @@ class Scorer:
             backbones[role] = entry
         proto = {
             "metrics": [m.name for m in self.metrics],
-            "judges": {m.name: "micro-world oracle: " + "+".join(m.keys) for m in self.metrics if hasattr(m, "judge_images")},
+            "judges": {m.name: m.describe() for m in self.metrics if isinstance(m, Judge)},
             "backbones": backbones,
             "clip_t_prompt": self.cfg.clip_t_prompt,
             "scale": "raw cosine similarity in [-1, 1]",
@@ -96,7 +101,7 @@ class Scorer:
         emb = {}
         out = {}
         for m in self.metrics:
-            if hasattr(m, "judge_images"):  # an exact judge (the micro world's oracle), no backbone
+            if isinstance(m, Judge):
                 values = m.judge_images(images, prompts if prompts is not None else texts)
                 if not torch.isnan(values).all():
                     out[m.name] = values
@@ -149,3 +154,24 @@ class Scorer:
         metrics = {k: {"mean": float(v.mean()), "std": float(v.std(unbiased=False)), "n": int(v.numel())}
                    for k, v in finite.items() if v.numel()}
         return {"scores": name, "metrics": metrics, "protocol": proto}
+
+
+def rescore(run_dir: str | Path, cfg: ScoreConfig, force: bool = False) -> dict:
+    """Score every finished cell of a run under `cfg`, without retraining."""
+    store = RunDir(run_dir)
+    results = store.results()
+    if not results:
+        raise DcoError(f"{store.root}: no finished cells (no cells/*/result.json); run `dcobench run --out {store.root}` first")
+    run_cfg = read_json(store.root / "run.json") if (store.root / "run.json").is_file() else {}
+    scorer = Scorer(cfg, resolve_device(run_cfg.get("config", {}).get("device", "auto")))
+    proto_id = scorer.protocol()["id"]
+    stats = {"cells": len(results), "scored": 0, "skipped": 0, "protocol": proto_id}
+    for result in results:
+        cell_dir = store.cell(result["cell_id"])
+        if not force and result.get("protocol", {}).get("id") == proto_id and (cell_dir / result.get("scores", "")).is_file():
+            stats["skipped"] += 1
+            continue
+        result.update(scorer.score_cell(cell_dir, result, read_json(cell_dir / result["manifest"])))
+        atomic_write_json(store.result_path(result["cell_id"]), result)
+        stats["scored"] += 1
+    return stats

@@ -5,13 +5,15 @@ import json
 import pytest
 import torch
 
-from baselines.merge import MERGES, DirectConfig, concat_lora, load_lora_weights, save_merged
+from baselines.direct import DirectConfig
+from baselines.dreambooth import DreamBooth
 from baselines.ziplora import ZipLoRAConfig, _Merger
 from dcobench.config import TrainConfig
 from dcobench.errors import DcoError
 from dcobench.lora import remove_training_adapter, save_lora
-from dcobench.methods.dreambooth import DreamBooth
+from dcobench.merging import check_pair, concat_lora, load_lora_weights, save_merged
 from dcobench.models.pipeline import Conditioner, load_pipeline
+from dcobench.registry import MERGES
 from dcobench.trainer import encode_images, train_lora
 
 
@@ -79,6 +81,33 @@ def test_export_loads_into_a_stock_pipeline(loras, tmp_path, tiny_sd_path):
     assert torch.allclose(merged, dense, atol=1e-4)
 
 
+def test_direct_merge_of_conv_loras_is_exact(tmp_path, tiny_sd_path, tiny_suite):
+    """ResNet conv1/conv2 LoRAs (possible default targets of the micro world) merge exactly too."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = load_pipeline(tiny_sd_path)
+    targets = ("to_q", "to_v", "conv1", "conv2")
+    a, b = (load_lora_weights(_train(pipe, s, tmp_path / s.name, i, targets=targets))
+            for i, s in enumerate(tiny_suite.subjects))
+    assert any(a.down[m].ndim == 4 for m in a.modules)
+    state, rank, _ = MERGES.get("direct")(a, b, DirectConfig(weight_subject=0.5, weight_style=2.0))
+    save_merged(state, rank, a.modules, tmp_path / "merged")
+    merged = load_lora_weights(tmp_path / "merged")
+    for m in a.modules:
+        assert torch.allclose(merged.delta(m), 0.5 * a.delta(m) + 2.0 * b.delta(m), atol=1e-6)
+    stock = StableDiffusionPipeline.from_pretrained(tiny_sd_path, safety_checker=None, requires_safety_checker=False)
+    x, t, emb = torch.randn(1, 4, 16, 16), torch.tensor(400), torch.randn(1, 16, 32)
+    with torch.no_grad():
+        stock.load_lora_weights(tmp_path / "merged")
+        out = stock.unet(x, t, encoder_hidden_states=emb).sample
+        stock.unload_lora_weights()
+        layers = dict(stock.unet.named_modules())
+        for m in a.modules:
+            layers[m].weight += 0.5 * a.delta(m) + 2.0 * b.delta(m)
+        dense = stock.unet(x, t, encoder_hidden_states=emb).sample
+    assert torch.allclose(out, dense, atol=1e-4)
+
+
 def test_ziplora_trains_only_the_merger_vectors(loras, tiny_sd_path, tiny_suite):
     pipe = load_pipeline(tiny_sd_path)
     a, b = (load_lora_weights(p) for p in loras)
@@ -134,8 +163,6 @@ def test_lora_of_another_base_model_and_missing_files(loras, tmp_path, tiny_suit
     other = _train(xl, tiny_suite.subjects[0], tmp_path / "xl", 0)
     with pytest.raises(DcoError, match="(different base models|target different layers)"):
         MERGES.get("direct")(load_lora_weights(loras[0]), load_lora_weights(other))
-    from baselines.merge import check_pair
-
     a = load_lora_weights(loras[0])
     with pytest.raises(DcoError, match="another base model"):
         check_pair(a, a, unet=xl.unet)
@@ -146,13 +173,13 @@ def test_lora_of_another_base_model_and_missing_files(loras, tmp_path, tiny_suit
 @pytest.mark.slow
 def test_merge_cli(loras, tmp_path, cli, tiny_sd_path, tiny_suite):
     out = tmp_path / "merged"
-    r = cli("merge", loras[0], loras[1], "--method", "direct", "--out", out, "methods.direct.weight_style=0.5")
+    r = cli("merge", loras[0], loras[1], "--method", "direct", "--out", out, "merges.direct.weight_style=0.5")
     assert r.returncode == 0, r.stderr
     assert (out / "pytorch_lora_weights.safetensors").is_file()
     assert json.loads((out / "merge.json").read_text())["weights"] == [1.0, 0.5]
     r = cli("merge", loras[0], loras[1], "--method", "zip", "--out", out)
     assert r.returncode == 2 and "did you mean 'ziplora'" in r.stderr
     r = cli("merge", loras[0], loras[1], "--method", "ziplora", "--out", tmp_path / "z", "--model", tiny_sd_path,
-            "--subject", tiny_suite.subjects[0].root, "--style", tiny_suite.subjects[1].root, "methods.ziplora.steps=2")
+            "--subject", tiny_suite.subjects[0].root, "--style", tiny_suite.subjects[1].root, "merges.ziplora.steps=2")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "z" / "pytorch_lora_weights.safetensors").is_file()

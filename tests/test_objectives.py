@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
+from baselines.dreambooth import DreamBooth
 from dcobench.methods.dco import DCO, DCOConfig
-from dcobench.methods.dreambooth import DreamBooth
 
 
 def t(*values):

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from baselines.dreambooth import DreamBooth
+from baselines.dreambooth_pp import DreamBoothPP, DreamBoothPPConfig
 from dcobench.config import SampleConfig, TrainConfig
 from dcobench.errors import DcoError
-from dcobench.methods.dreambooth import DreamBooth, DreamBoothPP, DreamBoothPPConfig
 from dcobench.models.pipeline import Conditioner, load_pipeline
 from dcobench.plan import make_plan
 from dcobench.prior import class_images

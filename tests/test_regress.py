@@ -4,12 +4,13 @@ import json
 
 import pytest
 
+from baselines.dreambooth import DreamBooth
 from dcobench import regress as rg
 from dcobench.config import ScoreConfig
-from dcobench.methods.dreambooth import DreamBooth
 from dcobench.plan import make_plan
 from dcobench.registry import METHODS
-from dcobench.runner import rescore, run_plan
+from dcobench.runner import run_plan
+from dcobench.scoring import rescore
 
 
 class WrongSign(DreamBooth):

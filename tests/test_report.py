@@ -23,7 +23,7 @@ from PIL import Image
 from dcobench.errors import DcoError
 from dcobench.report import (dominated_table, load_cells, pareto_frontier, protocol_warnings, summarise,
                              write_report)
-from dcobench.report.collect import _metric_meta
+from dcobench.metrics import metric_meta
 from dcobench.report.grids import GAP, LABEL_W, TILE, cell_grid
 from dcobench.report.tables import t_critical
 
@@ -45,7 +45,21 @@ def _protocol(pid: str) -> dict:
             "clip_t": {"prompt": "scored_prompt"}, "scale": "raw" if pid == "p0" else "x100"}
 
 
-def make_run(root: Path, protocol_of=lambda method, subject: "p0", seed: int = 0) -> list[dict]:
+def _train_log(run: Path, train_id: str, method: str, rng) -> str:
+    """loras/<train_id>/train.json with per-step curves (DCO's three values, DreamBooth's loss)."""
+    path = run / "loras" / train_id / "train.json"
+    if not path.is_file():
+        steps = np.arange(1, 41)
+        curves = {"loss": (np.exp(-steps / 10) + rng.normal(0, 0.05, 40)).round(6).tolist()}
+        if method == "dco":
+            curves["implicit_acc"] = rng.integers(0, 2, 40).astype(float).tolist()
+            curves["beta_gap"] = (-steps / 4 + rng.normal(0, 1, 40)).round(6).tolist()
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"train_id": train_id, "losses": curves["loss"], "curves": curves}))
+    return f"../../loras/{train_id}/train.json"
+
+
+def make_run(root: Path, protocol_of=lambda method, subject: "p0", seed: int = 0, metrics=METRICS) -> list[dict]:
     """A scored run folder under `root`; returns one {method, knob, subject, seed, metrics} per cell."""
     rng = np.random.default_rng(seed)
     refs = {}
@@ -65,6 +79,7 @@ def make_run(root: Path, protocol_of=lambda method, subject: "p0", seed: int = 0
                     means = {"dino": 0.55 + 0.05 * m_i + 0.05 * k + rng.normal(0, 0.02),
                              "clip_i": 0.70 + 0.03 * k + rng.normal(0, 0.02),
                              "clip_t": 0.32 - 0.02 * k - 0.01 * m_i + rng.normal(0, 0.01)}
+                    means.update({m: rng.uniform(0.1, 0.9) for m in metrics if m not in means})
                     rows, images = [], []
                     for p_i, prompt in enumerate(PROMPTS):
                         for ss in SAMPLE_SEEDS:
@@ -78,7 +93,7 @@ def make_run(root: Path, protocol_of=lambda method, subject: "p0", seed: int = 0
                     scores = pd.DataFrame(rows)
                     n = len(scores)
                     offsets = np.linspace(-0.01, 0.01, n)  # zero-mean, so image means equal cell means
-                    for name in METRICS:
+                    for name in metrics:
                         scores[name] = means[name] + offsets
                     scores.to_csv(cell / "scores.csv", index=False)
                     result = {
@@ -88,10 +103,12 @@ def make_run(root: Path, protocol_of=lambda method, subject: "p0", seed: int = 0
                         "images": images, "references": [str(p) for p in refs[s]],
                         "provenance": {"git": "abc123", "date": "2025-01-01T00:00:00+00:00"},
                         "scores": "scores.csv", "protocol": _protocol(protocol_of(method, s)),
-                        "metrics": {name: {"mean": means[name], "std": 0.006, "n": n} for name in METRICS},
+                        "metrics": {name: {"mean": means[name], "std": 0.006, "n": n} for name in metrics},
+                        "train_log": _train_log(root / "run", f"t-{method}-{s}-{seed_}", method, rng),
                     }
                     (cell / "result.json").write_text(json.dumps(result))
-                    truth.append({"method": method, "knob_value": value, "subject": s, "seed": seed_, **means})
+                    truth.append({"method": method, "knob_value": value, "subject": s, "seed": seed_,
+                                  **{m: means[m] for m in metrics}})
     return truth
 
 
@@ -227,9 +244,19 @@ def test_unscored_run_still_reports(tmp_path):
     paths = write_report(tmp_path / "run")
     assert "24 of 24 cells are not scored" in paths["summary_md"].read_text()
     page = paths["index_html"].read_text()
-    assert len(re.findall(r"<img\b", page)) == 25 and "No scored cells" in page
+    assert len(re.findall(r"<img\b", page)) == 26 and "No scored cells" in page  # Pareto, curves, 24 grids
     grid = Image.open(paths["grid:dco-cat-0-0"])
     assert grid.size == (LABEL_W + 4 * (TILE + GAP) + GAP, GAP + 3 * (TILE + GAP))
+
+
+def test_a_malformed_manifest_is_an_error_not_a_guess(tmp_path):
+    make_run(tmp_path)
+    cell = next((tmp_path / "run" / "cells").glob("*/result.json")).parent
+    result = json.loads((cell / "result.json").read_text())
+    (cell / "scores.csv").unlink()
+    (cell / "manifest.json").write_text(json.dumps({"images": [{"file": "images/p00_s0_i0.png"}]}))  # no prompt
+    with pytest.raises(DcoError, match=r"manifest.json: malformed manifest \(KeyError"):
+        cell_grid(tmp_path / "run", result, tmp_path / "out")
 
 
 def test_grid_pixel_size_and_content(run, tmp_path):
@@ -260,10 +287,30 @@ def test_page_is_self_contained(run):
     run_dir, _, paths = run
     page = paths["index_html"].read_text()
     srcs = re.findall(r'<img [^>]*src="([^"]*)"', page)
-    assert len(srcs) == 1 + 24 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert len(srcs) == 2 + 24 and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert not re.search(r'(src|href)="(https?:)?//', page) and "data-images-loaded" in page
     assert "Dominance" in page and "Pareto plot" in page and "w_con=2.0" in page
     assert paths["pareto_png"].stat().st_size > 10_000 and paths["pareto_svg"].read_text().startswith("<?xml")
+
+
+def test_training_curves_are_the_mean_over_loras(run):
+    from dcobench.report.curves import curve_band, load_curves, smooth
+
+    run_dir, _, paths = run
+    curves, missing = load_curves(load_cells(run_dir))
+    assert not missing and set(curves) == {"dco", "dreambooth"}
+    assert set(curves["dco"]) == {"loss", "implicit_acc", "beta_gap"} and set(curves["dreambooth"]) == {"loss"}
+    assert len(curves["dco"]["loss"]) == len(SUBJECTS) * len(TRAIN_SEEDS)  # one per LoRA, not per cell
+    values = np.random.default_rng(1).normal(size=30)
+    assert np.allclose(smooth(values, 4), [values[max(0, i - 3): i + 1].mean() for i in range(30)])
+    logs = [json.loads(p.read_text())["curves"]["beta_gap"] for p in sorted((run_dir / "loras").glob("t-dco-*/train.json"))]
+    band = curve_band([np.asarray(v) for v in logs], 1)
+    direct = np.asarray(logs)
+    assert np.allclose(band["mean"], direct.mean(0)) and set(band["n"]) == {4}
+    assert np.allclose(band["ci"], 3.182 * direct.std(0, ddof=1) / 2)
+    ragged = curve_band([np.ones(3), np.arange(5.0)], 1)  # LoRAs trained for different numbers of steps
+    assert list(ragged["n"]) == [2, 2, 2, 1, 1] and ragged["mean"].iloc[4] == 4.0
+    assert paths["curves_png"].stat().st_size > 10_000 and "Training curves" in paths["index_html"].read_text()
 
 
 def test_missing_run_dir_raises(tmp_path):
@@ -274,10 +321,18 @@ def test_missing_run_dir_raises(tmp_path):
         write_report(tmp_path / "empty")
 
 
-def test_metric_meta_fallback():
-    assert _metric_meta("clip_t")["kind"] == "prompt" and _metric_meta("dino")["kind"] == "subject"
-    assert _metric_meta("some_new_metric") == {"higher_is_better": True, "kind": "subject",
-                                               "label": "some_new_metric"}
+def test_metric_meta_comes_from_the_registry_or_fails(tmp_path):
+    assert metric_meta("clip_t")["kind"] == "prompt" and metric_meta("dino")["kind"] == "subject"
+    assert metric_meta("oracle_bg_leak")["higher_is_better"] is False  # a plugin's judge, lower is better
+    with pytest.raises(DcoError, match="metric 'some_new_metric': scored in this run but not registered"):
+        metric_meta("some_new_metric")
+    make_run(tmp_path)  # a run scored with a metric this installation does not know is refused, not guessed
+    path = next((tmp_path / "run" / "cells").glob("*/result.json"))
+    result = json.loads(path.read_text())
+    result["metrics"]["some_new_metric"] = {"mean": 0.5, "std": 0.0, "n": 1}
+    path.write_text(json.dumps(result))
+    with pytest.raises(DcoError, match="some_new_metric.*install the plugin"):
+        write_report(tmp_path / "run", tmp_path / "out")
 
 
 def _chromium() -> str | None:
@@ -312,3 +367,30 @@ def test_page_renders_in_headless_chromium(run, tmp_path):
         assert hi - lo > 100
     if os.environ.get("DCOBENCH_KEEP_SHOT"):
         shutil.copy(shot, os.environ["DCOBENCH_KEEP_SHOT"])
+
+
+WIDE = ("dino", "clip_i", "dinov2", "clip_t", "style_dino", "style_clip_i", "oracle_background", "oracle_subject",
+        "oracle_layout", "oracle_style", "oracle_bg_leak")
+
+
+def test_page_fits_a_1400px_window(tmp_path):
+    """Eleven metrics with long labels (the micro world scores that many) used to make a 3800-px page;
+    the tables now show their key columns and collapse the rest, so the page fits the window."""
+    chromium = _chromium()
+    if chromium is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is not installed: .ci/run must install it (apt-get install -y chromium)")
+        pytest.skip("chromium not installed")
+    make_run(tmp_path, metrics=WIDE)
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"config": {"report": {"pareto_metrics": ["oracle_subject"]}}}))
+    page = write_report(tmp_path / "run")["index_html"]
+    text = page.read_text()
+    assert "<details><summary>Full table: all 11 metrics</summary>" in text
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
+                          "--window-size=1400,1000", "--dump-dom", page.resolve().as_uri()],
+                         capture_output=True, text=True, timeout=90)
+    width = re.search(r'data-page-width="(\d+)"', dom.stdout)
+    assert width, dom.stderr[-2000:]
+    assert int(width.group(1)) <= 1400

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from baselines.dreambooth import DreamBooth
 from dcobench.config import SampleConfig, TrainConfig
 from dcobench.lora import load_lora, remove_training_adapter, save_lora, unload_lora
-from dcobench.methods.dreambooth import DreamBooth
 from dcobench.models.pipeline import Conditioner, unet_forward
 from dcobench.sampling import GuidedSampler, grid_jobs, lora_disabled
 from dcobench.trainer import encode_images, train_lora

@@ -1,6 +1,5 @@
 """Scoring: metrics against cosines computed by hand, prompts, caching, protocols, regressions."""
 
-import json
 
 import numpy as np
 import pytest

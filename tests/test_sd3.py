@@ -14,7 +14,7 @@ from dcobench.families import family_of
 from dcobench.families.sd3 import LORA_TARGETS, FlowMatchNoising
 from dcobench.lora import WEIGHT_NAME, load_lora, remove_training_adapter, save_lora
 from dcobench.methods.dco import DCO, DCOConfig
-from dcobench.methods.dreambooth import DreamBooth
+from baselines.dreambooth import DreamBooth
 from dcobench.models.pipeline import Conditioner, load_pipeline
 from dcobench.sampling import GuidedSampler, grid_jobs, lora_disabled
 from dcobench.trainer import encode_images, train_lora

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from baselines.dreambooth import DreamBooth
 from dcobench.config import SampleConfig, TrainConfig
 from dcobench.lora import load_lora, remove_training_adapter, save_lora
 from dcobench.methods.dco import DCO
-from dcobench.methods.dreambooth import DreamBooth
 from dcobench.families import family_of
 from dcobench.models.pipeline import Conditioner, load_pipeline
 from dcobench.sampling import GuidedSampler, grid_jobs

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from baselines.dreambooth import DreamBooth
 from dcobench.config import SampleConfig, TrainConfig
 from dcobench.lora import WEIGHT_NAME, remove_training_adapter, save_lora
 from dcobench.methods.dco import DCO, DCOConfig
-from dcobench.methods.dreambooth import DreamBooth
 from dcobench.models.pipeline import Conditioner, load_pipeline
 from dcobench.sampling import GuidedSampler, grid_jobs
 from dcobench.families import family_of

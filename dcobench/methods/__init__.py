@@ -1,4 +1,4 @@
-"""Objectives register themselves on import; importing this package registers them all."""
+"""The objective interface and DCO, registered on import. The baselines live in baselines/."""
 
-from . import dco, dreambooth  # noqa: F401
+from . import dco  # noqa: F401
 from .base import Objective, per_sample_mse  # noqa: F401

@@ -57,4 +57,5 @@ class DCO(Objective):
             "mse": model_mse.mean().item(),
             "ref_mse": ref_mse.mean().item(),
             "implicit_acc": (diff < 0).float().mean().item(),
+            "beta_gap": self.cfg.beta * diff.mean().item(),
         }

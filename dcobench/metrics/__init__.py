@@ -1,5 +1,5 @@
-"""Scoring: backbones (what embeds), metrics (what is compared), and the scorer that runs them."""
+"""Scoring: backbones (what embeds), metrics and judges (what is compared), registered on import."""
 
-from .backbones import BACKBONES, get_backbone  # noqa: F401
-from .definitions import METRICS, Metric  # noqa: F401
-from ..micro import metrics as _micro_metrics  # noqa: F401,E402  (registers the oracle_* metrics)
+from ..registry import BACKBONES, METRICS  # noqa: F401
+from .backbones import get_backbone  # noqa: F401
+from .definitions import Judge, Metric, metric_meta  # noqa: F401

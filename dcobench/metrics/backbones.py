@@ -23,10 +23,8 @@ import numpy as np
 import torch
 
 from ..errors import DcoError
-from ..registry import Registry
+from ..registry import BACKBONES
 from .base import Backbone, file_sha256, normalise, state_sha256
-
-BACKBONES = Registry("backbone")
 
 TINY_CLIP = {
     "embed_dim": 32,
@@ -173,9 +171,3 @@ def tiny_dino(arch: str = "", weights: str = "", device: str = "cpu", where: str
                       depth=2, num_heads=2)
     bb.name = "tiny-dino"
     return bb
-
-
-BACKBONES.register("micro-clip", "dcobench.micro.encoders:micro_clip_backbone",
-                   description="the micro world's CLIP-style encoder (ships with dcobench)")
-BACKBONES.register("micro-dino", "dcobench.micro.encoders:micro_dino_backbone",
-                   description="the micro world's DINO-style subject encoder (ships with dcobench)")

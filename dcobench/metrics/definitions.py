@@ -9,17 +9,20 @@ has the class noun in place of the identifier (`score.clip_t_prompt`). Scores ar
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from ..registry import Registry
-
-METRICS = Registry("metric")
+from ..errors import DcoError
+from ..registry import METRICS
 
 
 @dataclass(frozen=True)
 class Metric:
+    """Compares backbone embeddings of each image with its references or its prompt."""
+
     name: str
     role: str  # which backbone of the score config embeds: clip, dino or dinov2
     against: str  # references, style_references or prompt
@@ -29,6 +32,41 @@ class Metric:
         if self.against == "prompt":
             return (images * other).sum(-1)
         return (images @ other.T).mean(-1)
+
+
+class Judge:
+    """A metric that reads each image itself, against the prompt it was sampled from, with no
+    backbone: an exact oracle, a detector, a rule. A judge may abstain on an image (NaN); a cell's
+    value is then the mean over the images it judged."""
+
+    name: str  # set by the subclass (a dataclass field or a class attribute)
+
+    def judge_images(self, images: list[np.ndarray], prompts: list[str]) -> torch.Tensor:
+        """(N,) float32 verdicts for uint8 HxWx3 `images`, NaN where the judge abstains."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """What the judge is, as the scoring protocol records it; a changed judge changes this."""
+        raise NotImplementedError
+
+
+@functools.lru_cache(maxsize=None)
+def _registered_meta(name: str) -> tuple:
+    if name not in METRICS:
+        raise DcoError(f"metric '{name}': scored in this run but not registered here, so its direction is unknown; "
+                       "install the plugin that defines it (`dcobench ls plugins`) or rescore with `dcobench score`")
+    meta = METRICS.meta(name)
+    for key in ("higher_is_better", "kind"):
+        if key not in meta:
+            raise DcoError(f"metric '{name}': registered without '{key}'; its plugin must pass {key}=... to "
+                           "METRICS.register")
+    return tuple(sorted({"label": name, **meta}.items()))
+
+
+def metric_meta(name: str) -> dict:
+    """{'higher_is_better': bool, 'kind': 'subject'|'prompt'|'style', 'label': str, ...} for a metric,
+    from its registration; a metric this installation does not know is an error, never a guess."""
+    return dict(_registered_meta(name))
 
 
 def _register(name, role, against, kind, label):

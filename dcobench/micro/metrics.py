@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..metrics.definitions import METRICS
+from ..cells import styled_prompt
+from ..metrics.definitions import Judge
+from ..registry import METRICS
 from . import oracle, world
 
 
@@ -29,8 +31,8 @@ def _scene_index() -> dict[str, world.Scene]:
         for scene in world.eval_prompts(name):
             if scene.style == "plain":
                 for style in world.HELDOUT_STYLES:
-                    styled = dataclasses.replace(scene, style=style)
-                    scenes[world.caption(styled)] = styled
+                    prompt = styled_prompt(world.caption(scene), world.STYLE_IDENTIFIERS[style])
+                    scenes[prompt] = dataclasses.replace(scene, style=style)
     return scenes
 
 
@@ -44,11 +46,18 @@ def scene_for(prompt: str) -> world.Scene | None:
     return _SCENES.get(prompt)
 
 
+class _OracleJudge(Judge):
+    keys: tuple[str, ...]
+
+    def describe(self) -> str:
+        return "micro-world oracle: " + "+".join(self.keys)
+
+
 REFERENCE_BACKGROUND = "white"  # every held-out subject's references share it (world.reference_scenes)
 
 
 @dataclass(frozen=True)
-class LeakMetric:
+class LeakMetric(_OracleJudge):
     """1 when an image shows the references' background although its prompt asks for another;
     NaN for prompts that ask for the references' background (nothing to leak) or are not micro
     captions. Lower is better: this is DreamBooth-style overfitting, measured directly."""
@@ -70,7 +79,7 @@ class LeakMetric:
 
 
 @dataclass(frozen=True)
-class OracleMetric:
+class OracleMetric(_OracleJudge):
     name: str
     keys: tuple[str, ...]
     role: str = "oracle"  # no backbone
@@ -96,8 +105,10 @@ for _name, _keys, _label in (
     ("oracle_layout", ("position", "size"), "Oracle: prompted position and size"),
     ("oracle_style", ("style",), "Oracle: prompted style"),
 ):
+    # in a merge prompt ("..., in <style> style") the prompted style is the style LoRA's: style fidelity
     METRICS.register(_name, OracleMetric(_name, _keys), higher_is_better=True,
                      kind="subject" if _name == "oracle_subject" else "prompt", label=_label,
+                     merge_kind="style" if _name == "oracle_style" else None,
                      aggregate="fraction of images the exact oracle accepts; mean ± 95% CI over cells")
 
 METRICS.register("oracle_bg_leak", LeakMetric(), higher_is_better=False, kind="prompt",

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..resources import data_dir
 from .world import CANVAS
 
 TEXT_LEN = 20
@@ -29,7 +30,7 @@ TEXT_LEN = 20
 
 def default_micro_dir() -> Path:
     """Where the shipped micro weights live (``data/micro``), overridable by $DCOBENCH_MICRO."""
-    return Path(os.environ.get("DCOBENCH_MICRO") or Path(__file__).resolve().parents[2] / "data" / "micro")
+    return Path(os.environ.get("DCOBENCH_MICRO") or data_dir() / "micro")
 
 
 def resolve(device=None) -> torch.device:

@@ -32,7 +32,7 @@ def quiet_libraries() -> None:
         tlog.set_verbosity_error()
         dlog.disable_progress_bar()
         tlog.disable_progress_bar()
-    except Exception:  # pragma: no cover - logging is cosmetic
+    except ImportError:  # pragma: no cover - an older library without these helpers; logging is cosmetic
         pass
 
 

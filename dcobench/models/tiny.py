@@ -71,22 +71,22 @@ def _scheduler(prediction_type: str = "epsilon"):
     )
 
 
+# What the tiny SD and SDXL UNets share: 16x16x4 latents, two levels of 32 and 64 channels.
+_UNET = dict(sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+             norm_num_groups=8)
+
+
 def build_tiny_sd(seed: int = 0, prediction_type: str = "epsilon"):
     """A random StableDiffusionPipeline: 32 px images, 16x16x4 latents, ~2M parameters."""
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
+        **_UNET,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=32,
         attention_head_dim=8,
-        norm_num_groups=8,
     )
     return StableDiffusionPipeline(
         vae=_vae(seed),
@@ -106,11 +106,7 @@ def build_tiny_sdxl(seed: int = 0, prediction_type: str = "epsilon"):
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
+        **_UNET,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=64,  # the two encoders' hidden states are concatenated: 32 + 32
@@ -120,7 +116,6 @@ def build_tiny_sdxl(seed: int = 0, prediction_type: str = "epsilon"):
         addition_time_embed_dim=8,
         transformer_layers_per_block=(1, 1),
         projection_class_embeddings_input_dim=32 + 6 * 8,  # pooled text + 6 time ids
-        norm_num_groups=8,
     )
     tok = offline_clip_tokenizer(TEXT_LEN)
     return StableDiffusionXLPipeline(

@@ -8,6 +8,7 @@ summary files, and a report can be rebuilt anywhere the run folder is copied.
     collect.py  load_cells: result.json files -> one row per cell
     tables.py   summarise: mean ± 95% t-CI per protocol × method × knob; summary.csv / summary.md
     pareto.py   pareto_frontier, dominated_table, plot_pareto (pareto.png / pareto.svg)
+    curves.py   training curves from each LoRA's train.json (curves.png / curves.svg)
     grids.py    cell_grid: references + one row per prompt -> grids/<cell_id>.png
     merges.py   the merge-interference table (merge.csv / merge.md) and subject × style figures
     html.py     index.html: all of the above in one self-contained page
@@ -27,6 +28,7 @@ from pathlib import Path
 from ..errors import DcoError
 from ..store import atomic_write_bytes, read_json
 from .collect import load_cells
+from .curves import plot_curves
 from .grids import cell_grid
 from .html import render_html
 from .merges import interference_table, write_merge_figures, write_merge_table
@@ -42,7 +44,8 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None,
     """Write the report of `run_dir` under `out_dir` (default RUN/report); returns name -> path.
 
     `pareto_metrics` overrides the run's `report.pareto_metrics` (the Pareto plot's subject axes).
-    Keys: summary_csv, summary_md, dominance_csv, pareto_png, pareto_svg, index_html, and
+    Keys: summary_csv, summary_md, dominance_csv, pareto_png, pareto_svg, index_html, curves_png and
+    curves_svg when the LoRAs' train.json files are there, and
     `grid:<cell_id>` for each cell; with merge cells also merge_csv, merge_md and
     `merge_figure:<subject>+<style>`. Raises DcoError when the run folder has no finished cells.
     """
@@ -72,6 +75,8 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None,
     atomic_write_bytes(paths["dominance_csv"], buf.getvalue().encode())
 
     paths.update(plot_pareto(summary, out))
+    curve_paths, curves_missing = plot_curves(df, out)
+    paths.update(curve_paths)
 
     results = [read_json(p) for p in df["result_path"]]
     grids = {}
@@ -89,8 +94,9 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None,
         paths.update(figs)
         merge_figures = {k.split(":", 1)[1]: p.read_bytes() for k, p in figs.items()}
 
+    curves_png = paths["curves_png"].read_bytes() if "curves_png" in paths else None
     page = render_html(df, summary, dominance, warnings, paths["pareto_png"].read_bytes(), grids, results,
-                       merge_table, merge_figures)
+                       merge_table, merge_figures, curves_png, curves_missing)
     paths["index_html"] = out / "index.html"
     atomic_write_bytes(paths["index_html"], page.encode())
     return paths

@@ -23,7 +23,6 @@ Columns:
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from pathlib import Path
@@ -31,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import DcoError
+from ..metrics import metric_meta
 from ..store import read_json
 
 # Display order: subject fidelity first, then prompt fidelity, then style; known names before others.
@@ -38,28 +38,9 @@ _KIND_ORDER = {"subject": 0, "prompt": 1, "style": 2}
 _PREFERRED = ("dino", "clip_i", "dinov2", "clip_t")
 
 
-@functools.lru_cache(maxsize=None)
-def _metric_meta_cached(name: str) -> tuple:
-    meta = {"higher_is_better": True, "kind": "prompt" if name == "clip_t" else "subject", "label": name}
-    try:
-        # The metrics registry imports torch; a report of a run scored elsewhere must still work
-        # without it, so any failure falls back to the conservative defaults above.
-        from ..metrics import METRICS  # type: ignore[attr-defined]
-
-        meta.update(METRICS.meta(name))
-    except Exception:
-        pass
-    return tuple(sorted(meta.items()))
-
-
-def _metric_meta(name: str) -> dict:
-    """{'higher_is_better': bool, 'kind': 'subject'|'prompt'|'style', 'label': str} for a metric."""
-    return dict(_metric_meta_cached(name))
-
-
 def metric_order(names) -> list[str]:
     def key(name):
-        meta = _metric_meta(name)
+        meta = metric_meta(name)
         pref = _PREFERRED.index(name) if name in _PREFERRED else len(_PREFERRED)
         return (_KIND_ORDER.get(meta["kind"], 3), pref, name)
 

@@ -9,9 +9,9 @@ into every scene, or a high CLIP-T with the subject gone, shows at a glance. Til
 size so grids of different cells line up; tiny suites render 32x32 images, so they are upscaled
 with NEAREST (no blur invented), and larger images are downscaled with LANCZOS.
 
-Which image belongs to which prompt comes from scores.csv, else manifest.json, else the file
-names (`p00_s0_i1.png`); a missing file becomes a grey "missing" tile rather than an error, since
-the report must still show everything else.
+Which image belongs to which prompt comes from scores.csv, else manifest.json (a malformed one is
+an error naming it), else the file names (`p00_s0_i1.png`); a missing image file becomes a grey
+"missing" tile rather than an error, since the report must still show everything else.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..errors import DcoError
 from ..store import atomic_write_bytes, read_json
 
 TILE = 96
@@ -34,7 +35,7 @@ _NAME = re.compile(r"p(\d+)_s(\d+)_i(\d+)")
 
 
 @functools.lru_cache(maxsize=4)
-def _font(size: int = FONT_SIZE):
+def label_font(size: int = FONT_SIZE):
     try:
         return ImageFont.load_default(size=size)
     except (TypeError, OSError):  # Pillow without FreeType: fixed-size bitmap font
@@ -46,7 +47,7 @@ def grid_size(n_cols: int, n_rows: int, tile: int = TILE) -> tuple[int, int]:
     return LABEL_W + n_cols * (tile + GAP) + GAP, GAP + n_rows * (tile + GAP)
 
 
-def _records(cell_dir: Path, result: dict) -> list[dict]:
+def image_records(cell_dir: Path, result: dict) -> list[dict]:
     """[{prompt, prompt_index, seed, index, image}] for the cell's images, from the best source."""
     scores = cell_dir / result["scores"] if result.get("scores") else None
     if scores is not None and scores.is_file():
@@ -60,8 +61,9 @@ def _records(cell_dir: Path, result: dict) -> list[dict]:
         try:
             return [{"prompt": r["prompt"], "prompt_index": int(r["prompt_index"]), "seed": int(r["seed"]),
                      "index": int(r["index"]), "image": r["file"]} for r in read_json(manifest)["images"]]
-        except (KeyError, TypeError, ValueError):
-            pass
+        except (KeyError, TypeError, ValueError) as e:
+            raise DcoError(f"{manifest}: malformed manifest ({type(e).__name__}: {e}); delete the cell folder and "
+                           "rerun `dcobench run` to redo it")
     out = []
     for i, rel in enumerate(result.get("images", [])):
         m = _NAME.search(Path(rel).stem)
@@ -74,20 +76,20 @@ def grid_layout(run_dir: str | Path, result: dict) -> tuple[list[Path], list[tup
     """(reference paths, [(row label, image paths in (seed, index) order)] in prompt order)."""
     cell_dir = Path(run_dir) / "cells" / result["cell_id"]
     rows: dict[int, tuple[str, list]] = {}
-    for r in sorted(_records(cell_dir, result), key=lambda r: (r["prompt_index"], r["seed"], r["index"])):
+    for r in sorted(image_records(cell_dir, result), key=lambda r: (r["prompt_index"], r["seed"], r["index"])):
         label, paths = rows.setdefault(r["prompt_index"], (f"#{r['prompt_index']}  {r['prompt']}", []))
         paths.append(cell_dir / r["image"])  # an absolute `image` stays absolute under `/`
     refs = [Path(p) for p in result.get("references", [])]
     return refs, [rows[k] for k in sorted(rows)]
 
 
-def _tile(path: Path, tile: int) -> Image.Image:
+def tile_image(path: Path, tile: int) -> Image.Image:
     out = Image.new("RGB", (tile, tile), (200, 200, 200))
     try:
         with Image.open(path) as im:
             im = im.convert("RGB")
     except OSError:
-        ImageDraw.Draw(out).text((tile // 2, tile // 2), "missing", fill=(90, 90, 90), font=_font(11), anchor="mm")
+        ImageDraw.Draw(out).text((tile // 2, tile // 2), "missing", fill=(90, 90, 90), font=label_font(11), anchor="mm")
         return out
     scale = tile / max(im.size)
     size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
@@ -96,7 +98,7 @@ def _tile(path: Path, tile: int) -> Image.Image:
     return out
 
 
-def _wrap(text: str, font, width: int, max_lines: int) -> list[str]:
+def wrap_text(text: str, font, width: int, max_lines: int) -> list[str]:
     lines, line = [], ""
     for word in text.split():
         trial = f"{line} {word}".strip()
@@ -119,18 +121,18 @@ def render_grid(run_dir: str | Path, result: dict, tile: int = TILE) -> Image.Im
     n_cols = max([len(p) for _, p in labelled] + [1])
     canvas = Image.new("RGB", grid_size(n_cols, len(labelled), tile), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    font = _font()
+    font = label_font()
     line_h = FONT_SIZE + 4
     for r, (label, paths) in enumerate(labelled):
         y = GAP + r * (tile + GAP)
         if r == 0:  # set the references apart from the samples
             draw.rectangle([0, y - GAP // 2, canvas.width, y + tile + GAP // 2 - 1], fill=(238, 242, 248))
-        lines = _wrap(label, font, LABEL_W - 2 * GAP - 4, max(1, tile // line_h))
+        lines = wrap_text(label, font, LABEL_W - 2 * GAP - 4, max(1, tile // line_h))
         top = y + (tile - len(lines) * line_h) // 2
         for i, text in enumerate(lines):
             draw.text((GAP + 2, top + i * line_h), text, fill=(20, 20, 20), font=font)
         for c, path in enumerate(paths):
-            canvas.paste(_tile(path, tile), (LABEL_W + GAP + c * (tile + GAP), y))
+            canvas.paste(tile_image(path, tile), (LABEL_W + GAP + c * (tile + GAP), y))
     return canvas
 
 

@@ -5,8 +5,13 @@ and script are inline, so the page can be mailed, attached to a CI run or opened
 never fetches anything. The page mirrors summary.md (same rows, same warnings, via
 `tables.display_rows`) and adds the dominance table, the plot and the grids.
 
-The inline script writes `data-images-loaded="<loaded>/<total>"` on <body> once the window has
-loaded; a headless browser test reads it to prove every embedded image decodes.
+The page fits a 1400-px window: each table shows its key columns (the Pareto plot's metrics; for
+merges one metric per fidelity kind) and keeps the full table, key columns first, in a collapsed
+<details> that scrolls sideways inside the page rather than widening it.
+
+The inline script writes `data-images-loaded="<loaded>/<total>"` and `data-page-width` (the page's
+scroll width in CSS px) on <body> once the window has loaded; a headless browser test reads them
+to prove every embedded image decodes and that nothing runs past the window.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .collect import _metric_meta
-from .merges import NOTE, display
-from .tables import CI_NOTE, display_rows, protocol_lines
+from ..metrics import metric_meta
+from .merges import NOTE, display, key_metrics
+from .pareto import pareto_axes
+from .tables import CI_NOTE, display_rows, present_metrics, protocol_lines
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1400px;
@@ -28,7 +34,9 @@ padding:0 16px;color:#1a1a1a;line-height:1.4}
 h1{font-size:1.5em;margin-bottom:.2em} h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
 th,td{border:1px solid #ccc;padding:3px 9px;text-align:left;white-space:nowrap}
-th{background:#f2f4f7} td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f2f4f7;white-space:normal;max-width:12em} td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.wrap{white-space:normal;max-width:32em} .scroll{overflow-x:auto;max-width:100%}
+details{margin:.4em 0 1em} summary{cursor:pointer;color:#245;font-size:.92em}
 tr.dominated td{color:#8a8a8a} .warn{background:#fff4d6;border:1px solid #e0b84c;padding:8px 12px;margin:8px 0}
 pre{background:#f6f8fa;padding:8px 12px;font-size:.85em;overflow-x:auto}
 figure{margin:18px 0} figcaption{font-size:.92em;margin-bottom:4px}
@@ -41,6 +49,7 @@ window.addEventListener('load', function () {
   var imgs = document.getElementsByTagName('img'), loaded = 0;
   for (var i = 0; i < imgs.length; i++) { if (imgs[i].complete && imgs[i].naturalWidth > 0) loaded++; }
   document.body.setAttribute('data-images-loaded', loaded + '/' + imgs.length);
+  document.body.setAttribute('data-page-width', document.documentElement.scrollWidth);
 });
 """
 
@@ -49,15 +58,25 @@ def data_uri(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def _table(header: list[str], rows: list[list[str]], numeric: range, row_classes: list[str] | None = None) -> str:
+def _table(header: list[str], rows: list[list[str]], numeric: range, row_classes: list[str] | None = None,
+           wrap: tuple[int, ...] = ()) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = []
     for i, row in enumerate(rows):
         cls = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
-        tds = "".join(f'<td class="num">{escape(c)}</td>' if j in numeric else f"<td>{escape(c)}</td>"
-                      for j, c in enumerate(row))
+        kinds = ["num" if j in numeric else "wrap" if j in wrap else "" for j in range(len(row))]
+        tds = "".join(f'<td class="{k}">{escape(c)}</td>' if k else f"<td>{escape(c)}</td>" for k, c in zip(kinds, row))
         body.append(f"<tr{cls}>{tds}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+
+
+def _key_and_full(make, key: list[str], every: list[str]) -> str:
+    """The table of the key metrics, then the full one (key metrics first) collapsed below it;
+    `make(columns)` renders a table of those metric columns."""
+    full = key + [m for m in every if m not in key]
+    if len(full) == len(key):
+        return make(full)
+    return (make(key) + f"<details><summary>Full table: all {len(full)} metrics</summary>{make(full)}</details>")
 
 
 def _summary_section(summary: pd.DataFrame) -> str:
@@ -66,9 +85,11 @@ def _summary_section(summary: pd.DataFrame) -> str:
     protocols = summary.attrs.get("protocols", {})
     parts = ["<h2>Summary</h2>", f'<p class="meta">{escape(CI_NOTE)}</p>']
     for pid in sorted(summary["protocol_id"].unique()):
-        header, rows = display_rows(summary, pid)
+        every = present_metrics(summary, pid)
+        x, ys = pareto_axes(every, summary.attrs.get("pareto_metrics", ()))
         parts.append(f"<h3>Protocol <code>{escape(str(pid))}</code></h3>")
-        parts.append(_table(header, rows, range(2, len(header))))
+        parts.append(_key_and_full(lambda cols: _table(*_numeric(display_rows(summary, pid, cols))),
+                                   [m for m in (x, *ys) if m], every))
         lines = protocol_lines(protocols.get(pid, {"id": pid}))
         parts.append(f"<pre>{escape(chr(10).join(lines))}</pre>")
     return "".join(parts)
@@ -78,7 +99,7 @@ def _dominance_section(dominance: pd.DataFrame) -> str:
     criteria = dominance.attrs.get("criteria", [])
     if dominance.empty or not criteria:
         return "<h2>Dominance</h2><p>Not enough scored metrics to compare methods.</p>"
-    labels = [_metric_meta(m)["label"] for m in criteria]
+    labels = [metric_meta(m)["label"] for m in criteria]
     header = ["protocol", "method / knob"] + labels + ["dominated by another method's point"]
     rows, classes = [], []
     for _, r in dominance.iterrows():
@@ -89,7 +110,8 @@ def _dominance_section(dominance: pd.DataFrame) -> str:
     note = ("A point is dominated when a point of another method is at least as good on every one of "
             f"{', '.join(labels)} (means, each in its better direction) and strictly better on one. "
             "Points are compared only within one protocol.")
-    return f'<h2>Dominance</h2><p class="meta">{escape(note)}</p>{_table(header, rows, range(2, len(header) - 1), classes)}'
+    table = _table(header, rows, range(2, len(header) - 1), classes, wrap=(len(header) - 1,))
+    return f'<h2>Dominance</h2><p class="meta">{escape(note)}</p>{table}'
 
 
 def _overview(df: pd.DataFrame, results: list[dict]) -> str:
@@ -107,7 +129,7 @@ def _overview(df: pd.DataFrame, results: list[dict]) -> str:
 
 
 def _grid_caption(row: pd.Series, metrics: list[str]) -> str:
-    scores = [f"{_metric_meta(m)['label']} {row[m]:.3f}" for m in metrics if np.isfinite(row[m])]
+    scores = [f"{metric_meta(m)['label']} {row[m]:.3f}" for m in metrics if np.isfinite(row[m])]
     text = (f"<b>{escape(str(row['method']))}</b> · {escape(str(row['subject']))} · "
             f"{escape(str(row['knob_label']))} · training seed {escape(str(row['seed']))}")
     if scores:
@@ -115,22 +137,45 @@ def _grid_caption(row: pd.Series, metrics: list[str]) -> str:
     return text + f' <span class="meta">(cell <code>{escape(str(row["cell_id"]))}</code>)</span>'
 
 
-def _merge_section(table: pd.DataFrame, figures: dict[str, bytes]) -> str:
+def _numeric(header_rows) -> tuple:
+    """(header, rows, numeric columns) of a table whose first three columns are labels."""
+    header, rows = header_rows
+    return header, rows, range(2, len(header))
+
+
+def _merge_section(table: pd.DataFrame, figures: dict[str, bytes], preferred=()) -> str:
     parts = [f'<h2>Merge interference</h2><p class="meta">{escape(NOTE)}</p>']
+    every = list(table.attrs.get("metrics", []))
+    key = key_metrics(every, [*preferred, "clip_t"])
     for pid in sorted(table["protocol_id"].unique()):
         for title, drops in (("Scores", False), ("Drop vs the unmerged LoRAs", True)):
-            header, rows = display(table, pid, drops)
-            parts.append(f"<h3>{title} (protocol <code>{escape(str(pid))}</code>)</h3>"
-                         + _table(header, rows, range(2, len(header))))
+            parts.append(f"<h3>{title} (protocol <code>{escape(str(pid))}</code>)</h3>" + _key_and_full(
+                lambda cols: _table(*_numeric(display(table, pid, drops, cols))), key, every))
     for pair, png in sorted(figures.items()):
         parts.append(f"<figure><figcaption>{escape(pair)}: one row per LoRA or merge, one column per combined "
                      f'prompt</figcaption><img class="grid" alt="merge grid {escape(pair)}" src="{data_uri(png)}"></figure>')
     return "".join(parts)
 
 
+def _curves_section(curves_png: bytes | None, missing: list[str]) -> str:
+    parts = ["<h2>Training curves</h2>"]
+    if curves_png:
+        parts.append('<p class="meta">Loss of every method and, for DCO, the implicit accuracy (the fraction of '
+                     "samples where the LoRA fits the target better than the base model) and β · gap (the argument "
+                     "of its sigmoid), per optimizer step; mean ± 95% CI over each method's trained LoRAs.</p>"
+                     f'<img alt="training curves" src="{data_uri(curves_png)}">')
+    else:
+        parts.append("<p>No training logs found.</p>")
+    if missing:
+        parts.append(f'<p class="meta">{len(missing)} LoRA(s) have no train.json (not copied with the run?): '
+                     f"{escape(', '.join(missing[:5]))}{' ...' if len(missing) > 5 else ''}</p>")
+    return "".join(parts)
+
+
 def render_html(df: pd.DataFrame, summary: pd.DataFrame, dominance: pd.DataFrame, warnings: list[str],
                 pareto_png: bytes, grids: dict[str, bytes], results: list[dict],
-                merge_table: pd.DataFrame | None = None, merge_figures: dict[str, bytes] | None = None) -> str:
+                merge_table: pd.DataFrame | None = None, merge_figures: dict[str, bytes] | None = None,
+                curves_png: bytes | None = None, curves_missing: list[str] = ()) -> str:
     """The page as a string; `grids` maps cell_id -> PNG bytes, shown in `df` order."""
     run = Path(df.attrs.get("run_dir", "")).name or "run"
     metrics = list(df.attrs.get("metrics", []))
@@ -140,8 +185,9 @@ def render_html(df: pd.DataFrame, summary: pd.DataFrame, dominance: pd.DataFrame
     parts.append(_dominance_section(dominance))
     parts.append("<h2>Pareto plot</h2>"
                  f'<img alt="Pareto plot: subject fidelity vs prompt fidelity" src="{data_uri(pareto_png)}">')
+    parts.append(_curves_section(curves_png, list(curves_missing)))
     if merge_table is not None:
-        parts.append(_merge_section(merge_table, merge_figures or {}))
+        parts.append(_merge_section(merge_table, merge_figures or {}, summary.attrs.get("pareto_metrics", ())))
     parts.append('<h2>Grids</h2><p class="meta">Top row: the subject\'s reference images. Then one row per '
                  "prompt; columns are the sampling seeds × images per prompt.</p>")
     # Subjects together, so the methods' grids of one subject can be compared by scrolling.

@@ -10,8 +10,9 @@ interference of a merge is how much it loses against the unmerged LoRAs on those
 
 (signs flip for a lower-is-better metric), so a positive drop is interference. Drops are taken
 per pair and then averaged: mean ± 95% t-CI over pairs, the cell being the unit of replication as
-in the summary. In a merged prompt the prompted style *is* the style, so the micro oracle's
-`oracle_style` counts as style fidelity here.
+in the summary. A metric counts as subject, style or prompt fidelity by its registered `kind`, or
+`merge_kind` where a merged prompt changes what it measures (a judge of the prompted style judges
+the style LoRA there).
 """
 
 from __future__ import annotations
@@ -24,17 +25,17 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from ..store import atomic_write_bytes, read_json
-from .collect import _metric_meta
-from .grids import GAP, LABEL_W, TILE, _font, _records, _tile, _wrap, grid_png
+from ..metrics import metric_meta
+from .grids import GAP, LABEL_W, TILE, label_font, image_records, tile_image, wrap_text, grid_png
 from .tables import format_pm, mean_ci, metric_header
 
 ALONE_LABEL = {"subject": "subject LoRA alone", "style": "style LoRA alone"}
-_KIND_OVERRIDE = {"oracle_style": "style"}
 _KEYS = ["protocol_id", "method", "merge"]
 
 
 def merge_kind(metric: str) -> str:
-    return _KIND_OVERRIDE.get(metric, _metric_meta(metric)["kind"])
+    meta = metric_meta(metric)
+    return meta.get("merge_kind") or meta["kind"]
 
 
 def row_label(merge: str) -> str:
@@ -68,7 +69,7 @@ def pair_drops(df: pd.DataFrame) -> pd.DataFrame:
                 refs = {k: float(a[m].iloc[0]) if len(a) else math.nan for k, a in alone.items()}
                 kind = merge_kind(m)
                 ref = refs.get(kind, (refs["subject"] + refs["style"]) / 2)
-                drop = ref - row[m] if _metric_meta(m)["higher_is_better"] else row[m] - ref
+                drop = ref - row[m] if metric_meta(m)["higher_is_better"] else row[m] - ref
                 rec[f"drop_{m}"] = math.nan if row["merge"] in ALONE_LABEL else drop
             out.append(rec)
     return pd.DataFrame(out)
@@ -98,13 +99,26 @@ def interference_table(df: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def display(table: pd.DataFrame, protocol_id: str, drops: bool) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of the score table (`drops=False`) or the drop table, as strings."""
+def key_metrics(metrics: list[str], preferred=()) -> list[str]:
+    """One metric per fidelity kind (subject, style, prompt): the first of `preferred` of that kind
+    (the run's Pareto metrics, CLIP-T), else the first of that kind."""
+    out = []
+    for kind in ("subject", "style", "prompt"):
+        of_kind = [m for m in metrics if merge_kind(m) == kind]
+        out += ([m for m in preferred if m in of_kind] + of_kind)[:1]
+    return out
+
+
+def display(table: pd.DataFrame, protocol_id: str, drops: bool,
+            columns: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the score table (`drops=False`) or the drop table, as strings; `columns`
+    picks and orders the metrics (default: all)."""
     part = table[table["protocol_id"] == protocol_id]
     metrics = table.attrs.get("metrics", [])
+    metrics = metrics if columns is None else [m for m in columns if m in metrics]
     if drops:
         part = part[~part["merge"].isin(list(ALONE_LABEL))]
-    header = ["method", "row", "n pairs"] + [(f"drop of {_metric_meta(m)['label']}" if drops else metric_header(m))
+    header = ["method", "row", "n pairs"] + [(f"drop of {metric_meta(m)['label']}" if drops else metric_header(m))
                                             + f" [{merge_kind(m)}]" for m in metrics]
     col = (lambda m: f"drop_{m}") if drops else (lambda m: m)
     rows = [[str(r["method"]), str(r["label"]), str(int(r["n"]))] +
@@ -155,7 +169,7 @@ def merge_figure(run_dir, df: pd.DataFrame, subject: str, style: str, tile: int 
             labelled.append((f"references: {subject} (2), {style} (2)", refs))
         cell_dir = Path(run_dir) / "cells" / row["cell_id"]
         first = {}
-        for r in sorted(_records(cell_dir, result), key=lambda r: (r["prompt_index"], r["seed"], r["index"])):
+        for r in sorted(image_records(cell_dir, result), key=lambda r: (r["prompt_index"], r["seed"], r["index"])):
             first.setdefault(r["prompt_index"], cell_dir / r["image"])
         labelled.append((f"{row['method']}: {row_label(row['merge'])}", [first[k] for k in sorted(first)]))
     n_cols = max([len(p) for _, p in labelled] + [1])
@@ -163,10 +177,10 @@ def merge_figure(run_dir, df: pd.DataFrame, subject: str, style: str, tile: int 
     draw = ImageDraw.Draw(canvas)
     for r, (label, paths) in enumerate(labelled):
         y = GAP + r * (tile + GAP)
-        for i, text in enumerate(_wrap(label, _font(), LABEL_W - 12, 4)):
-            draw.text((GAP + 2, y + tile // 2 - 9 + 18 * i), text, fill=(20, 20, 20), font=_font())
+        for i, text in enumerate(wrap_text(label, label_font(), LABEL_W - 12, 4)):
+            draw.text((GAP + 2, y + tile // 2 - 9 + 18 * i), text, fill=(20, 20, 20), font=label_font())
         for c, path in enumerate(paths):
-            canvas.paste(_tile(Path(path), tile), (LABEL_W + GAP + c * (tile + GAP), y))
+            canvas.paste(tile_image(Path(path), tile), (LABEL_W + GAP + c * (tile + GAP), y))
     return canvas
 
 

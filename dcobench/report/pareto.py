@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..store import atomic_write_bytes
-from .collect import _metric_meta
+from ..metrics import metric_meta
 
 
 def _dominates(a, b) -> bool:
@@ -48,11 +48,11 @@ def pareto_axes(metrics, preferred=()) -> tuple[str | None, list[str]]:
     """(x metric, y metrics) to plot: CLIP-T against `preferred` (the run's report.pareto_metrics)
     or DINO and CLIP-I, with fallbacks by kind."""
     metrics = list(metrics)
-    prompt = [m for m in metrics if _metric_meta(m)["kind"] == "prompt"]
+    prompt = [m for m in metrics if metric_meta(m)["kind"] == "prompt"]
     x = "clip_t" if "clip_t" in metrics else (prompt[0] if prompt else None)
     ys = [m for m in preferred if m in metrics] or [m for m in ("dino", "clip_i") if m in metrics]
     if not ys:
-        ys = [m for m in metrics if _metric_meta(m)["kind"] == "subject" and m != x][:2]
+        ys = [m for m in metrics if metric_meta(m)["kind"] == "subject" and m != x][:2]
     if not ys:
         ys = [m for m in metrics if m != x][:2]
     return x, ys
@@ -66,7 +66,7 @@ def dominated_table(summary: pd.DataFrame) -> pd.DataFrame:
     """For each (protocol, method, knob) point: is it dominated, and by which other method's points."""
     x, ys = pareto_axes(_present(summary), summary.attrs.get("pareto_metrics", ()))
     criteria = [m for m in [x, *ys] if m]
-    signs = np.array([1.0 if _metric_meta(m)["higher_is_better"] else -1.0 for m in criteria])
+    signs = np.array([1.0 if metric_meta(m)["higher_is_better"] else -1.0 for m in criteria])
     rows = []
     for pid, part in summary.groupby("protocol_id", sort=True):
         part = part.reset_index(drop=True)
@@ -96,7 +96,7 @@ def _colours(methods) -> dict[str, tuple]:
 
 
 def _axis_label(m: str) -> str:
-    meta = _metric_meta(m)
+    meta = metric_meta(m)
     return f"{meta['label']} ({'higher' if meta['higher_is_better'] else 'lower'} is better)"
 
 
@@ -110,7 +110,7 @@ def _draw_panel(ax, part: pd.DataFrame, x: str, y: str, colours: dict) -> None:
     from matplotlib.colors import to_rgba
     from matplotlib.lines import Line2D
 
-    mx, my = _metric_meta(x), _metric_meta(y)
+    mx, my = metric_meta(x), metric_meta(y)
     for method, pts in part.groupby("method", sort=True):
         pts = pts.sort_values(["knob_value", "knob_label"], na_position="last", kind="mergesort")
         pts = pts[np.isfinite(pts[f"{x}_mean"]) & np.isfinite(pts[f"{y}_mean"])]
@@ -172,7 +172,7 @@ def pareto_figure(summary: pd.DataFrame):
         for col, y in enumerate(ys):
             ax = axes[row][col]
             _draw_panel(ax, part, x, y, colours)
-            title = f"{_metric_meta(y)['label']} vs {_metric_meta(x)['label']}"
+            title = f"{metric_meta(y)['label']} vs {metric_meta(x)['label']}"
             ax.set_title(title + (f"  [protocol {pid}]" if len(protocols) > 1 else ""), fontsize=11)
     fig.suptitle("Subject fidelity vs prompt fidelity\n(mean ± 95% CI over cells; labels: knob value;\n"
                  "axes fit the means, CI bars may run past them)",
@@ -180,17 +180,21 @@ def pareto_figure(summary: pd.DataFrame):
     return fig
 
 
-def plot_pareto(summary: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
-    """Write pareto.png and pareto.svg under `out_dir`; returns their paths."""
+def save_figure(fig, out_dir: str | Path, name: str, dpi: int = 130) -> dict[str, Path]:
+    """Write `fig` as <name>.png and <name>.svg; returns {"<name>_png": path, "<name>_svg": path}.
+    A fixed hash salt and no dates keep the files identical from one report to the next."""
     from matplotlib import rc_context
 
-    out_dir = Path(out_dir)
-    fig = pareto_figure(summary)
-    paths = {"pareto_png": out_dir / "pareto.png", "pareto_svg": out_dir / "pareto.svg"}
-    # A fixed hash salt and no dates keep the files identical from one report to the next.
+    paths = {}
     with rc_context({"svg.hashsalt": "dcobench", "svg.fonttype": "none"}):
-        for fmt, key, meta in (("png", "pareto_png", {"Software": None}), ("svg", "pareto_svg", {"Date": None})):
+        for fmt, meta in (("png", {"Software": None}), ("svg", {"Date": None})):
             buf = io.BytesIO()
-            fig.savefig(buf, format=fmt, dpi=130, metadata=meta)
-            atomic_write_bytes(paths[key], buf.getvalue())
+            fig.savefig(buf, format=fmt, dpi=dpi, metadata=meta)
+            paths[f"{name}_{fmt}"] = Path(out_dir) / f"{name}.{fmt}"
+            atomic_write_bytes(paths[f"{name}_{fmt}"], buf.getvalue())
     return paths
+
+
+def plot_pareto(summary: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
+    """Write pareto.png and pareto.svg under `out_dir`; returns their paths."""
+    return save_figure(pareto_figure(summary), out_dir, "pareto")

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..store import atomic_write_bytes
-from .collect import _metric_meta
+from ..metrics import metric_meta
 
 # Two-sided 95% critical values of Student's t, indexed by degrees of freedom 1..30.
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
@@ -120,14 +120,23 @@ def format_pm(mean: float, ci: float, digits: int = 3) -> str:
 
 
 def metric_header(name: str) -> str:
-    meta = _metric_meta(name)
+    meta = metric_meta(name)
     return f"{meta['label']} {'↑' if meta['higher_is_better'] else '↓'}"
 
 
-def display_rows(summary: pd.DataFrame, protocol_id: str) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of one protocol's table, as strings; shared by markdown and HTML."""
+def present_metrics(summary: pd.DataFrame, protocol_id: str) -> list[str]:
+    """The metrics at least one cell of the protocol has, in display order."""
     part = summary[summary["protocol_id"] == protocol_id]
-    metrics = [m for m in summary.attrs.get("metrics", []) if part[f"{m}_n"].sum() > 0]
+    return [m for m in summary.attrs.get("metrics", []) if part[f"{m}_n"].sum() > 0]
+
+
+def display_rows(summary: pd.DataFrame, protocol_id: str,
+                 columns: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of one protocol's table, as strings; shared by markdown and HTML. `columns`
+    picks and orders the metrics (default: every metric the protocol has)."""
+    part = summary[summary["protocol_id"] == protocol_id]
+    present = present_metrics(summary, protocol_id)
+    metrics = present if columns is None else [m for m in columns if m in present]
     header = ["method", "knob", "n"] + [metric_header(m) for m in metrics]
     rows = []
     for _, r in part.iterrows():

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ..registry import SUITES
 import dataclasses
 import inspect
+from pathlib import Path
 
 from ..errors import DcoError
-from ..micro import suite as _micro  # noqa: F401  (registers the micro suite)
+from ..registry import SUITES
 from . import dreambench, tiny  # noqa: F401
 from .base import Subject, Suite, load_subject, load_suite_file  # noqa: F401
 

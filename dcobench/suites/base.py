@@ -17,8 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from ..config import load_yaml
 from ..errors import DcoError, did_you_mean
 from ..models.pipeline import native_resolution
 
@@ -122,10 +121,7 @@ def load_subject(
     meta = {}
     meta_file = folder / "subject.yaml"
     if meta_file.is_file():
-        try:
-            meta = yaml.safe_load(meta_file.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise DcoError(f"{meta_file}: not valid YAML ({e.__class__.__name__}); fix the syntax")
+        meta = load_yaml(meta_file)
         unknown = set(meta) - {"name", "class_noun", "identifier", "kind", "prompts"}
         if unknown:
             raise DcoError(f"{meta_file}: unknown key '{sorted(unknown)[0]}'; allowed: name, class_noun, identifier, kind, prompts")
@@ -171,10 +167,7 @@ def load_suite_file(path: str | Path) -> Suite:
     path = Path(path)
     if not path.is_file():
         raise DcoError(f"suite '{path}': not a registered suite name nor a YAML file; see `dcobench ls`")
-    try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise DcoError(f"{path}: not valid YAML ({e.__class__.__name__}); fix the syntax")
+    spec = load_yaml(path)
     unknown = set(spec) - SUITE_KEYS
     if unknown:
         raise DcoError(f"{path}: unknown key '{sorted(unknown)[0]}'; allowed: {', '.join(sorted(SUITE_KEYS))}")
