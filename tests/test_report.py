@@ -181,6 +181,16 @@ def test_dominance_one_method_dominates():
     assert not table["dominated"].any()
 
 
+def test_dominance_per_judge_pair():
+    """Each plot's pair (CLIP-T, one judge) gets its own verdict: b is beaten on (CLIP-T, CLIP-I)
+    though DINO keeps it off the joint list."""
+    table = dominated_table(_summary({("a", "k=1"): (0.5, 0.80, 0.30), ("b", "k=1"): (0.9, 0.70, 0.20)}))
+    assert table.attrs["pairs"] == ["dino", "clip_i"]
+    by = {m: r for m, r in zip(table["method"], table.to_dict("records"))}
+    assert by["b"]["dominated_by"] == "" and by["b"]["dominated_by_clip_i"] == "a k=1"
+    assert by["b"]["dominated_by_dino"] == "" and by["a"]["dominated_by_dino"] == ""
+
+
 def test_dominance_on_the_runs_chosen_subject_metric():
     """report.pareto_metrics picks the subject axes: here CLIP-I alone, so DINO no longer protects b."""
     points = {("a", "k=1"): (0.5, 0.80, 0.30), ("b", "k=1"): (0.9, 0.70, 0.20)}

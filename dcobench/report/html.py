@@ -97,20 +97,24 @@ def _summary_section(summary: pd.DataFrame) -> str:
 
 def _dominance_section(dominance: pd.DataFrame) -> str:
     criteria = dominance.attrs.get("criteria", [])
+    pairs = dominance.attrs.get("pairs", [])
     if dominance.empty or not criteria:
         return "<h2>Dominance</h2><p>Not enough scored metrics to compare methods.</p>"
     labels = [metric_meta(m)["label"] for m in criteria]
-    header = ["protocol", "method / knob"] + labels + ["dominated by another method's point"]
+    header = (["protocol", "method / knob"] + labels + ["dominated on all of them by"]
+              + [f"dominated on {labels[0]} and {metric_meta(y)['label']} by" for y in pairs])
     rows, classes = [], []
     for _, r in dominance.iterrows():
         vals = [f"{r[m]:.3f}" if np.isfinite(r[m]) else "–" for m in criteria]
         rows.append([str(r["protocol_id"]), f"{r['method']} {r['knob_label']}", *vals,
-                     r["dominated_by"] or "no"])
+                     r["dominated_by"] or "no", *(r[f"dominated_by_{y}"] or "no" for y in pairs)])
         classes.append("dominated" if r["dominated"] else "")
-    note = ("A point is dominated when a point of another method is at least as good on every one of "
-            f"{', '.join(labels)} (means, each in its better direction) and strictly better on one. "
-            "Points are compared only within one protocol.")
-    table = _table(header, rows, range(2, len(header) - 1), classes, wrap=(len(header) - 1,))
+    note = ("A point is dominated when a point of another method is at least as good on every metric compared "
+            "(means, each in its better direction) and strictly better on one: on all of "
+            f"{', '.join(labels)} at once, then on each plot's pair of axes. Points are compared only within one "
+            "protocol.")
+    table = _table(header, rows, range(2, 2 + len(criteria)), classes,
+                   wrap=tuple(range(2 + len(criteria), len(header))))
     return f'<h2>Dominance</h2><p class="meta">{escape(note)}</p>{table}'
 
 

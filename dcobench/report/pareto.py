@@ -62,29 +62,39 @@ def _present(summary: pd.DataFrame) -> list[str]:
     return [m for m in summary.attrs.get("metrics", []) if f"{m}_n" in summary and summary[f"{m}_n"].sum() > 0]
 
 
+def _dominators(part: pd.DataFrame, vals: np.ndarray, i: int) -> list[str]:
+    """Points of other methods that dominate point i on the columns of ``vals`` (oriented)."""
+    if not np.isfinite(vals[i]).all():
+        return []
+    return [f"{o['method']} {o['knob_label']}" for j, o in part.iterrows()
+            if o["method"] != part.loc[i, "method"] and np.isfinite(vals[j]).all() and _dominates(vals[j], vals[i])]
+
+
 def dominated_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """For each (protocol, method, knob) point: is it dominated, and by which other method's points."""
+    """For each (protocol, method, knob) point: is it dominated, and by which other method's points,
+    on all plotted metrics at once (``dominated``, ``dominated_by``) and on each plot's pair of
+    axes, prompt fidelity against one subject judge (``dominated_by_<judge>``)."""
     x, ys = pareto_axes(_present(summary), summary.attrs.get("pareto_metrics", ()))
     criteria = [m for m in [x, *ys] if m]
     signs = np.array([1.0 if metric_meta(m)["higher_is_better"] else -1.0 for m in criteria])
+    pairs = [y for y in ys if x and len(ys) > 1]  # with one judge the pair is the joint criterion
     rows = []
     for pid, part in summary.groupby("protocol_id", sort=True):
         part = part.reset_index(drop=True)
         vals = part[[f"{m}_mean" for m in criteria]].to_numpy(dtype=float) * signs if criteria else None
         for i, r in part.iterrows():
-            by = []
-            if criteria and np.isfinite(vals[i]).all():
-                for j, o in part.iterrows():
-                    if o["method"] != r["method"] and np.isfinite(vals[j]).all() and _dominates(vals[j], vals[i]):
-                        by.append(f"{o['method']} {o['knob_label']}")
+            by = _dominators(part, vals, i) if criteria else []
             row = {"protocol_id": pid, "method": r["method"], "knob_label": r["knob_label"],
                    "knob_value": r["knob_value"]}
             row.update({m: r[f"{m}_mean"] for m in criteria})
             row.update(dominated=bool(by), dominated_by="; ".join(by))
+            for y in pairs:
+                cols = [0, criteria.index(y)]
+                row[f"dominated_by_{y}"] = "; ".join(_dominators(part, vals[:, cols], i))
             rows.append(row)
     table = pd.DataFrame(rows, columns=["protocol_id", "method", "knob_label", "knob_value", *criteria,
-                                        "dominated", "dominated_by"])
-    table.attrs = {"criteria": criteria}
+                                        "dominated", "dominated_by", *(f"dominated_by_{y}" for y in pairs)])
+    table.attrs = {"criteria": criteria, "pairs": pairs}
     return table
 
 
