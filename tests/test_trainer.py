@@ -17,10 +17,12 @@ from dcobench.families.unet import diffusion_target
 from dcobench.trainer import encode_images, train_lora
 
 
-def _train(pipe, subject, objective, steps=3, lr=1e-3, seed=0):
+def _train(pipe, subject, objective, steps=3, lr=1e-3, seed=0, targets=None):
     cond = Conditioner(pipe, 32)
     latents = encode_images(pipe.vae, subject.images, 32)
     cfg = TrainConfig(steps=steps, lr=lr, rank=4, alpha=4.0, resolution=32)
+    if targets:
+        cfg.target_modules = list(targets)
     return train_lora(pipe, cond, latents, subject, objective, cfg, seed), cond
 
 
@@ -118,11 +120,15 @@ def test_v_prediction_target(tiny_sd_vpred_path, tiny_suite):
     assert all(math.isfinite(x) for x in report.losses)
 
 
-def test_saved_lora_loads_into_a_stock_pipeline(tiny_pipe, tiny_sd_path, tiny_suite, tmp_path):
+@pytest.mark.parametrize("targets", [None, ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"]],
+                         ids=["attention", "attention+resnet-convs"])
+def test_saved_lora_loads_into_a_stock_pipeline(tiny_pipe, tiny_sd_path, tiny_suite, tmp_path, targets):
+    """Also with ResNet convs among the targets: a file that mixed key formats lost its attention
+    layers in load_lora_weights, silently."""
     from diffusers import StableDiffusionPipeline
 
     subject = tiny_suite.subjects[0]
-    _, cond = _train(tiny_pipe, subject, DreamBooth(), steps=5, lr=5e-2)
+    _, cond = _train(tiny_pipe, subject, DreamBooth(), steps=5, lr=5e-2, targets=targets)
     path = save_lora(tiny_pipe, tmp_path)
     assert path.name == WEIGHT_NAME and path.is_file()
 
@@ -130,6 +136,7 @@ def test_saved_lora_loads_into_a_stock_pipeline(tiny_pipe, tiny_sd_path, tiny_su
     sample_cfg = SampleConfig(steps=4, seeds=[3], cfg_scale=4.0)
     jobs = grid_jobs([subject.prompts[0]], [subject.base(subject.prompts[0])], sample_cfg)
     ours = GuidedSampler(tiny_pipe, cond, 32).sample(jobs, sample_cfg, "cfg")[0]
+    n_trained = sum("lora_B" in n for n, _ in tiny_pipe.unet.named_parameters())
     remove_training_adapter(tiny_pipe.unet)
 
     stock = StableDiffusionPipeline.from_pretrained(tiny_sd_path, safety_checker=None, requires_safety_checker=False)
@@ -142,6 +149,8 @@ def test_saved_lora_loads_into_a_stock_pipeline(tiny_pipe, tiny_sd_path, tiny_su
 
     base = generate()
     stock.load_lora_weights(tmp_path)
+    loaded = [n for n, p in stock.unet.named_parameters() if "lora_B" in n and p.abs().sum() > 0]
+    assert len(loaded) == n_trained, (len(loaded), n_trained)
     with_lora = generate()
     assert np.abs(with_lora.astype(int) - base.astype(int)).max() > 0
     assert np.abs(with_lora.astype(int) - ours.astype(int)).max() <= 1

@@ -80,7 +80,12 @@ class UNetFamily(Family):
         # renames to_q/k/v/out but not add_*_proj, and the SD3 loader then drops the renamed ones
         from diffusers.utils import convert_state_dict_to_diffusers
 
-        return convert_state_dict_to_diffusers(super().lora_layers(model, adapter_name))
+        state = convert_state_dict_to_diffusers(super().lora_layers(model, adapter_name))
+        # The converter renames attention (Linear) layers only. A file that mixed its lora.down keys
+        # with peft's lora_A keys of ResNet convs lost every attention layer in load_lora_weights
+        # (measured: only the 22 conv layers were loaded), so every layer gets diffusers' names.
+        return {k.replace(".lora_A.weight", ".lora.down.weight").replace(".lora_B.weight", ".lora.up.weight"): v
+                for k, v in state.items()}
 
     def noising(self, scheduler):
         return DDPMNoising(scheduler.config)

@@ -128,7 +128,7 @@ class _DinoHead(nn.Module):
 def train_micro_dino(steps: int, batch_size: int = 64, seed: int = 0, device=None, log=print, lr: float = 1e-3,
                      prototypes: int = 512, student_temp: float = 0.1, teacher_temp: float = 0.04,
                      center_momentum: float = 0.9, n_images: int = 20000, n_local: int = 0,
-                     compose_p: float = 0.5, head_layers: int = 3, return_head: bool = False) -> MicroDino:
+                     compose_p: float = 0.7, head_layers: int = 1, return_head: bool = False) -> MicroDino:
     """DINO self-distillation on ``n_images`` pretraining draws; returns the teacher's backbone
     (DINO evaluates the teacher).  Teacher momentum follows DINO's cosine schedule 0.996 -> 1."""
     device, t0 = resolve(device), time.time()
