@@ -171,7 +171,7 @@ def test_retrieval_accuracy_is_a_fraction(clip):
 
 def test_dino_views_change_the_background_but_keep_the_object():
     """DINO's augmentations come from the pixels alone: the border's colour is repainted."""
-    x = E._preprocess([render(s) for s in sample_scenes(8, 2)], "cpu")
+    x = E.preprocess([render(s) for s in sample_scenes(8, 2)], "cpu")
     gen = torch.Generator().manual_seed(0)
     v = ET.augment(x.clone(), gen)
     assert v.shape == x.shape and not torch.allclose(v[:, :, 0, 0], x[:, :, 0, 0], atol=0.1)

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .encoders import MicroClip, MicroDino, _preprocess, clip_caption, world_vocab
+from .encoders import MicroClip, MicroDino, preprocess, clip_caption, world_vocab
 from .models import resolve, tokenize
 from .training import log_every, optimizer_step, warmup_cosine
 from .world import render, sample_scenes
@@ -40,7 +40,7 @@ def train_micro_clip(steps: int, batch_size: int = 256, seed: int = 0, device=No
     never a held-out subject."""
     device, t0 = resolve(device), time.time()
     scenes = list(dict.fromkeys(s for s in sample_scenes(20000, seed, pretraining=False) if s.subject is None))
-    images = _preprocess([render(s) for s in scenes], "cpu").to(device)
+    images = preprocess([render(s) for s in scenes], "cpu").to(device)
     caps = [clip_caption(s) for s in scenes]
     first = {c: i for i, c in reversed(list(enumerate(caps)))}
     ids, cap_id = tokenize(caps).to(device), torch.tensor([first[c] for c in caps], device=device)
@@ -134,7 +134,7 @@ def train_micro_dino(steps: int, batch_size: int = 64, seed: int = 0, device=Non
     device, t0 = resolve(device), time.time()
     scenes = sample_scenes(n_images, seed + 7, pretraining=True)
     assert all(s.subject is None for s in scenes)
-    images = _preprocess(np.stack([render(s) for s in scenes]), "cpu")
+    images = preprocess(np.stack([render(s) for s in scenes]), "cpu")
     torch.manual_seed(seed)
     student = MicroDino().to(device).train()
     head = _DinoHead(student.config["dim"], prototypes, layers=head_layers).to(device)

@@ -52,7 +52,7 @@ def world_vocab() -> list[int]:
     return sorted({i for ids in tokenizer()(_WORDS).input_ids for i in ids})
 
 
-def _preprocess(images, device) -> torch.Tensor:
+def preprocess(images, device) -> torch.Tensor:
     out = []
     for im in images:
         im = np.asarray(im, dtype=np.uint8)
@@ -85,7 +85,7 @@ class _Encoder(nn.Module, Backbone):
     @torch.no_grad()
     def embed_images(self, images, batch_size: int = 256) -> torch.Tensor:
         self.eval()
-        out = [normalise(self.image_features(_preprocess(images[i:i + batch_size], self.device))).cpu()
+        out = [normalise(self.image_features(preprocess(images[i:i + batch_size], self.device))).cpu()
                for i in range(0, len(images), batch_size)]
         return torch.cat(out) if out else torch.zeros(0, self.config["dim"])
 
