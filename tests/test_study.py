@@ -117,6 +117,22 @@ def test_shipped_studies_parse_and_name_known_metrics():
                 metric_meta(m)
 
 
+def test_micro_paper_study_plans(dcobench_cache):
+    """The shipped micro study plans on the shipped micro suite: every claim has cells, the caption
+    arms differ only in training, and the public ZipLoRA variant adds only ZipLoRA rows."""
+    from dcobench.study.run import plan_study
+    from dcobench.study.spec import load_study
+
+    sp = plan_study(*load_study("micro_paper"))
+    claims = sp.manifest["claims"]
+    assert all(a["cells"] or a["merge_cells"] for c in claims.values() for a in c["arms"].values())
+    merge = claims["merge"]["arms"]
+    extra = set(merge["public"]["merge_cells"]) - set(merge["main"]["merge_cells"])
+    assert extra and all("-ziplora-" in i for i in extra)
+    tpl = claims["captions"]["arms"]["template"]["config"]["train"]
+    assert (tpl["captions"], tpl["caption_template"]) == ("template", "a {identifier} {class_noun}")
+
+
 def test_tiny_study_plans_shared_cells_once(dcobench_cache):
     """Claim 4's comprehensive arm is claim 1's cells, the merge pairs use claim 1's LoRAs, and each
     arm's cells have exactly the ids a plain `dcobench run` of its config has."""
