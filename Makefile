@@ -8,8 +8,11 @@ export TRANSFORMERS_OFFLINE := 1
 
 REGRESS_OUT ?= runs/ci-tiny
 MICRO_OUT ?= runs/ci-micro
+STUDY ?= micro_paper
+STUDY_OUT ?= runs/micro-study
+STUDY_REPORT ?= reports/micro-study
 
-.PHONY: run test test-slow test-all install clean regress baseline regress-micro baseline-micro wheel
+.PHONY: run test test-slow test-all install clean regress baseline regress-micro baseline-micro wheel study
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,6 +27,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/dcobench run --methods dco,dreambooth --merge direct,ziplora --out $(OUT)
 	$(VENV)/bin/dcobench report $(OUT)
+
+# The paper's four claims on the micro world (data/studies/micro_paper.yaml): runs every claim into
+# $(STUDY_OUT) (resumable), writes $(STUDY_REPORT)/ and rewrites the README's findings block from it.
+study: $(STAMP)
+	$(VENV)/bin/dcobench study $(STUDY) --out $(STUDY_OUT) --report $(STUDY_REPORT) --readme README.md --quiet
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -45,6 +45,17 @@ def sample_identity(sample: SampleConfig) -> dict:
     return out
 
 
+def config_identity(cfg) -> dict:
+    """A config as ids hash it: every field, except those added later (`option(id_default=True)`)
+    while they keep their default, so adding such a field changes no existing id."""
+    out = dataclasses.asdict(cfg)
+    for f in dataclasses.fields(cfg):
+        if f.metadata.get("id_default") and out[f.name] == (f.default if f.default is not dataclasses.MISSING
+                                                             else f.default_factory()):
+            out.pop(f.name)
+    return out
+
+
 def _public(cfg) -> dict:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k != "sweep"} if cfg is not None else {}
 
@@ -69,7 +80,7 @@ class Cell:
         return {
             "method": self.method,
             "method_config": _public(self.method_cfg),
-            "train": dataclasses.asdict(self.train),
+            "train": config_identity(self.train),
             "subject": {"name": self.subject.name, "fingerprint": self.subject.fingerprint(),
                         "class_noun": self.subject.class_noun, "identifier": self.subject.identifier},
             "seed": self.seed,
@@ -78,6 +89,13 @@ class Cell:
 
     def identity(self) -> dict:
         return {**self.train_identity(), "sample": sample_identity(self.sample), "prompts": self.prompts()}
+
+    def training_subject(self) -> Subject:
+        """The subject as training sees it: with `train.captions=template`, one template caption for
+        every reference image (the caption ablation); the images and the evaluation prompts stay."""
+        if self.train.captions == "template":
+            return self.subject.with_template_captions(self.train.caption_template)
+        return self.subject
 
     def prompts(self) -> list[str]:
         prompts = list(self.subject.prompts)

@@ -16,6 +16,7 @@ import typer
 from .config import RunConfig
 from .errors import DcoError
 from .registry import COMMANDS
+from .study.cli import study_command
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
@@ -243,6 +244,9 @@ def export(
     typer.echo(f"exported ({format}): {path}")
     if (folder / "learned_embeds.safetensors").is_file():
         typer.echo(f"note: this LoRA trained a new token; load {folder / 'learned_embeds.safetensors'} as well")
+
+
+app.command("study")(study_command)  # dcobench/study/cli.py: the claims of a study, one report
 
 
 @app.command("ls")

@@ -19,9 +19,13 @@ import yaml
 from .errors import DcoError, did_you_mean
 
 
-def option(default, help: str, check=None, choices=None):
-    """A config field with help text, an optional range check and optional allowed values."""
-    meta = {"help": help, "check": check, "choices": choices}
+def option(default, help: str, check=None, choices=None, id_default: bool = False):
+    """A config field with help text, an optional range check and optional allowed values.
+
+    `id_default=True` marks a field added after cells were first hashed: at its default value it is
+    left out of cell and train ids (`cells.config_identity`), so adding it changes no existing id.
+    """
+    meta = {"help": help, "check": check, "choices": choices, "id_default": id_default}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -64,6 +68,13 @@ class TrainConfig:
     checkpoint_every: int = option(
         0, "Also save the LoRA every N steps; sweep sample.lora_step over them (0: final LoRA only).", non_negative
     )
+    captions: str = option(
+        "comprehensive", "Training captions: comprehensive (each image's own caption file, else the default "
+        "template) or template (one template caption for every image: the caption ablation).",
+        choices=["comprehensive", "template"], id_default=True)
+    caption_template: str = option(
+        "", "The caption of train.captions=template, with {identifier} and {class_noun}; empty: 'a photo of "
+        "{identifier} {class_noun}' (styles: 'a picture in {identifier} style').", id_default=True)
 
 
 @dataclass

@@ -89,8 +89,8 @@ def train(ctx: Context, cell: Cell, lora_dir: Path, progress) -> None:
     try:
         # a half-finished lora_dir from a killed run never has train.json; this replaces it
         with atomic_folder(lora_dir) as tmp:
-            report = train_lora(ctx.pipe, ctx.cond, ctx.latents(cell.subject), cell.subject, objective, cell.train,
-                                cell.seed, on_step=on_step, prior=prior,
+            report = train_lora(ctx.pipe, ctx.cond, ctx.latents(cell.subject), cell.training_subject(), objective,
+                                cell.train, cell.seed, on_step=on_step, prior=prior,
                                 on_checkpoint=lambda step, tokens: _save(ctx, tmp / f"checkpoint-{step}", tokens))
             _save(ctx, tmp, report.tokens)
             atomic_write_json(tmp / "train.json", {
@@ -132,8 +132,9 @@ def _merged(ctx: Context, cell: MergeCell, store: RunDir, subject_dir: Path, sty
     if not (folder / "merge.json").is_file():
         merge_loras(cell.merge, cell.merge_cfg, subject_dir, style_dir, folder,
                     record={**cell.merge_identity(), "merge_id": cell.merge_id}, pipe=ctx.pipe, cond=ctx.cond,
-                    subject=cell.subject, subject_latents=ctx.latents(cell.subject), style=cell.style,
-                    style_latents=ctx.latents(cell.style), seed=cell.seed)
+                    subject=cell.training_subject(), subject_latents=ctx.latents(cell.subject),
+                    style=cell.train_cell("style").training_subject(), style_latents=ctx.latents(cell.style),
+                    seed=cell.seed)
     return folder
 
 

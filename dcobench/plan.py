@@ -37,8 +37,9 @@ class Plan:
 
 def resolve(config_path=None, overrides=(), methods: list[str] | None = None, suite: str | None = None,
             data: str | None = None, model: str | None = None, merge: list[str] | None = None):
-    """Return (RunConfig, Suite, selected method names); raises DcoError on any bad input."""
-    file_cfg = load_yaml(config_path) if config_path else {}
+    """Return (RunConfig, Suite, selected method names); raises DcoError on any bad input.
+    `config_path` is a YAML file or an already loaded mapping of the same keys (`dcobench study`)."""
+    file_cfg = dict(config_path) if isinstance(config_path, dict) else load_yaml(config_path) if config_path else {}
     over: dict = {}
     for text in overrides:
         set_dotted(over, *parse_override(text))
@@ -89,6 +90,9 @@ def resolve(config_path=None, overrides=(), methods: list[str] | None = None, su
 
 def check_cell(cell: Cell) -> None:
     """Cross-field checks that only a fully resolved cell can answer."""
+    if not cell.prompts():
+        raise DcoError(f"subjects: '{cell.subject.name}' has no evaluation prompts ({cell.subject.root}); add "
+                       "`prompts:` to its subject.yaml or the suite, or check sample.prompt_indices")
     step, train = cell.sample.lora_step, cell.train
     if step and step != train.steps and (not train.checkpoint_every or step % train.checkpoint_every or step > train.steps):
         raise DcoError(f"methods.{cell.method}: sample.lora_step={step} has no saved LoRA; use a multiple of "

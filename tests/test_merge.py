@@ -146,14 +146,75 @@ def test_mismatched_targets_and_corrupt_ranks(loras, tmp_path, tiny_sd_path, tin
         load_lora_weights(bad)
 
 
-def test_ziplora_refuses_conv_loras_with_the_real_reason(tmp_path, tiny_sd_path, tiny_suite):
-    from baselines.ziplora import ziplora
+def test_ziplora_merges_conv_loras_exactly(tmp_path, tiny_sd_path, tiny_suite):
+    """Conv2d LoRAs get one merger weight per input channel; the hooks ZipLoRA trains through compute
+    exactly what the exported rank r1 + r2 LoRA does in a stock pipeline (same stride and padding)."""
+    from diffusers import StableDiffusionPipeline
+
+    from baselines.ziplora import merger_cos, ziplora
 
     pipe = load_pipeline(tiny_sd_path)
-    conv = load_lora_weights(_train(pipe, tiny_suite.subjects[0], tmp_path / "conv", 0, targets=("conv1",)))
-    with pytest.raises(DcoError, match="is a Conv2d; this ZipLoRA merges LoRAs on Linear layers only"):
-        ziplora(conv, conv, ZipLoRAConfig(steps=1), pipe=pipe, cond=Conditioner(pipe, 32),
-                subject=tiny_suite.subjects[0], style=tiny_suite.subjects[1])
+    targets = ("to_q", "conv1", "conv2")
+    a, b = (load_lora_weights(_train(pipe, s, tmp_path / s.name, i, targets=targets))
+            for i, s in enumerate(tiny_suite.subjects))
+    assert any(a.down[m].ndim == 4 for m in a.modules)
+    g = torch.Generator().manual_seed(0)
+    x, t, emb = torch.randn(1, 4, 16, 16, generator=g), torch.tensor(400), torch.randn(1, 16, 32, generator=g)
+    with _Merger(pipe.unet, a, b) as merger, torch.no_grad():
+        for m in a.modules:
+            merger.m1[m].copy_(torch.rand(merger.m1[m].shape, generator=g))
+            merger.m2[m].copy_(torch.rand(merger.m2[m].shape, generator=g))
+        hooked = pipe.unet(x, t, encoder_hidden_states=emb).sample
+        m1 = {m: v.detach().clone() for m, v in merger.m1.items()}
+        m2 = {m: v.detach().clone() for m, v in merger.m2.items()}
+    state, rank = concat_lora(a, b, m1, m2)
+    save_merged(state, rank, a.modules, tmp_path / "merged")
+    stock = StableDiffusionPipeline.from_pretrained(tiny_sd_path, safety_checker=None, requires_safety_checker=False)
+    with torch.no_grad():
+        stock.load_lora_weights(tmp_path / "merged")
+        exported = stock.unet(x, t, encoder_hidden_states=emb).sample
+    assert torch.allclose(hooked, exported, atol=1e-4)
+    assert merger_cos(m1, m2) < 1.0 and merger_cos(m1, m1) == pytest.approx(1.0)
+    cond = Conditioner(pipe, 32)
+    _, _, info = ziplora(a, b, ZipLoRAConfig(steps=2), pipe=pipe, cond=cond, subject=tiny_suite.subjects[0],
+                         subject_latents=encode_images(pipe.vae, tiny_suite.subjects[0].images, 32),
+                         style=tiny_suite.subjects[1],
+                         style_latents=encode_images(pipe.vae, tiny_suite.subjects[1].images, 32))
+    assert info["merger_cos"]["before"] == pytest.approx(1.0) and len(info["fidelity_terms"]) == 2
+    assert info["config"]["normalize"] is True
+
+
+def _pair_inputs(pipe, suite):
+    subj, style = suite.subjects[0], suite.styles[0]
+    return dict(pipe=pipe, cond=Conditioner(pipe, 32), subject=subj, style=style,
+                subject_latents=encode_images(pipe.vae, subj.images, 32),
+                style_latents=encode_images(pipe.vae, style.images, 32))
+
+
+@pytest.mark.slow
+def test_ziplora_defaults_separate_the_merger_vectors_and_the_public_settings_do_not(tmp_path, tiny_sd_path,
+                                                                                     tiny_suite):
+    """At dcobench's defaults the mean |cos(m1, m2)| falls by at least 50%; at the public
+    implementation's settings (data/configs/ziplora_public.yaml) it stays at 1 to within 1%."""
+    import yaml
+
+    from dcobench.config import from_dict
+    from dcobench.resources import data_dir
+
+    pipe = load_pipeline(tiny_sd_path)
+    trained = []
+    for i, s in enumerate((tiny_suite.subjects[0], tiny_suite.styles[0])):
+        train_lora(pipe, Conditioner(pipe, 32), encode_images(pipe.vae, s.images, 32), s, DreamBooth(),
+                   TrainConfig(steps=20, lr=1e-3, resolution=32), i)
+        save_lora(pipe, tmp_path / s.name)
+        remove_training_adapter(pipe.unet)
+        trained.append(load_lora_weights(tmp_path / s.name))
+    inputs = _pair_inputs(pipe, tiny_suite)
+    _, _, tuned = MERGES.get("ziplora")(*trained, ZipLoRAConfig(), **inputs)
+    public_raw = yaml.safe_load((data_dir() / "configs" / "ziplora_public.yaml").read_text())["merges"]["ziplora"]
+    _, _, public = MERGES.get("ziplora")(*trained, from_dict(ZipLoRAConfig, public_raw), **inputs)
+    assert tuned["merger_cos"]["fall"] >= 0.5, tuned["merger_cos"]
+    assert public["merger_cos"]["fall"] < 0.01, public["merger_cos"]
 
 
 def test_lora_of_another_base_model_and_missing_files(loras, tmp_path, tiny_suite, dcobench_cache):

@@ -21,7 +21,8 @@ from . import world
 from .models import default_micro_dir
 
 SUBJECTS = ("tent", "quilt", "badge")
-STYLES = ("striped",)  # "dotted" is not reproducible by the micro VAE (MODEL_CARD.md)
+STYLES = ("striped", "dotted")  # both held-out styles (world.HELDOUT_STYLES): style targets of `dcobench study`
+MERGE_STYLES = ("striped",)  # what `--merge` pairs with the subjects unless `styles=` says otherwise
 
 # Sized so that `dcobench run --methods dco,dreambooth --merge direct,ziplora` (3 subjects x 2
 # training seeds, 2 methods, 4 + 4 sampling knobs, 1 style) finishes under 15 minutes on a 2-core CPU.
@@ -33,6 +34,7 @@ STYLES = ("striped",)  # "dotted" is not reproducible by the micro VAE (MODEL_CA
 DEFAULTS = {
     # two training seeds: 6 cells per point (3 subjects x 2), so the 95% CIs use t(5), not t(2)
     "seeds": [0, 1],
+    "styles": list(MERGE_STYLES),
     "train": {"steps": 300, "rank": 8, "alpha": 8.0, "lr": 3e-3, "batch_size": 4},
     "sample": {"steps": 20, "seeds": [0, 1], "batch_size": 32, "w_text": 3.0, "cfg_scale": 3.0},
     "methods": {
@@ -50,15 +52,12 @@ DEFAULTS = {
 
 
 def subjects_root(root: Path | None = None) -> Path:
-    """The shipped subject folders; written from the renderer when missing (deterministic)."""
+    """The shipped subject folders; each one missing is written from the renderer (deterministic)."""
     root = Path(root) if root is not None else default_micro_dir() / "subjects"
-    if all((root / n / "subject.yaml").is_file() for n in SUBJECTS + STYLES):
-        return root
-    with atomic_folder(root) as tmp:
-        for n in SUBJECTS:
-            world.write_subject_folder(n, tmp / n)
-        for n in STYLES:
-            world.write_style_folder(n, tmp / n)
+    for n in SUBJECTS + STYLES:
+        if not (root / n / "subject.yaml").is_file():
+            with atomic_folder(root / n) as tmp:
+                (world.write_subject_folder if n in SUBJECTS else world.write_style_folder)(n, tmp)
     return root
 
 

@@ -162,7 +162,7 @@ def _fit_to_points(ax, part: pd.DataFrame, x: str, y: str) -> None:
             setter(lo - pad, hi + pad)
 
 
-def pareto_figure(summary: pd.DataFrame):
+def pareto_figure(summary: pd.DataFrame, title: str = "Subject fidelity vs prompt fidelity"):
     """A matplotlib Figure: one row of panels per protocol, one panel per subject metric."""
     from matplotlib.figure import Figure
 
@@ -182,9 +182,9 @@ def pareto_figure(summary: pd.DataFrame):
         for col, y in enumerate(ys):
             ax = axes[row][col]
             _draw_panel(ax, part, x, y, colours)
-            title = f"{metric_meta(y)['label']} vs {metric_meta(x)['label']}"
-            ax.set_title(title + (f"  [protocol {pid}]" if len(protocols) > 1 else ""), fontsize=11)
-    fig.suptitle("Subject fidelity vs prompt fidelity\n(mean ± 95% CI over cells; labels: knob value;\n"
+            panel = f"{metric_meta(y)['label']} vs {metric_meta(x)['label']}"
+            ax.set_title(panel + (f"  [protocol {pid}]" if len(protocols) > 1 else ""), fontsize=11)
+    fig.suptitle(f"{title}\n(mean ± 95% CI over cells; labels: knob value;\n"
                  "axes fit the means, CI bars may run past them)",
                  fontsize=11)
     return fig

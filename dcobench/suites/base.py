@@ -11,6 +11,7 @@ class noun in place of the identifier; "sks dog" collapses to "dog" rather than 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import re
@@ -50,6 +51,17 @@ class Subject:
     def base(self, prompt: str) -> str:
         return base_prompt(prompt, self.identifier, self.class_noun)
 
+    def with_template_captions(self, template: str = "") -> "Subject":
+        """This subject with one template caption for every image (default: its kind's template)."""
+        text = (template or DEFAULT_CAPTION.get(self.kind, DEFAULT_CAPTION["subject"])).format(
+            identifier=self.identifier, class_noun=self.class_noun)
+        if self.identifier not in text:
+            raise DcoError(f"train.caption_template '{template}': it lacks {{identifier}}; e.g. 'a {{identifier}} "
+                           "{class_noun}'")
+        n = len(self.images)
+        return dataclasses.replace(self, captions=[text] * n,
+                                   base_captions=[base_prompt(text, self.identifier, self.class_noun)] * n)
+
     @functools.cached_property
     def _fingerprint(self) -> str:
         h = hashlib.sha256()
@@ -78,9 +90,11 @@ class Suite:
     styles: list[Subject] = field(default_factory=list)
 
     def select(self, names: list[str]) -> list[Subject]:
+        """The named subjects (all when `names` is empty). A style of `styles` may be named too: it
+        is then a personalization target of its own (kind style, scored against its references)."""
         if not names:
             return list(self.subjects)
-        by_name = {s.name: s for s in self.subjects}
+        by_name = {s.name: s for s in self.styles + self.subjects}
         for n in names:
             if n not in by_name:
                 raise DcoError(f"subjects: suite '{self.name}' has no subject '{n}'; {did_you_mean(n, by_name)}")

@@ -65,6 +65,8 @@ def _write_subjects(root: Path) -> None:
 
 
 STYLE = ("stripes", "kxv")  # name, identifier: diagonal stripes over any subject, for merge tests
+# a style's own prompts (a style as the personalization target): other subjects in that style
+STYLE_PROMPTS = ["a red toy in {identifier} style", "a cup on the beach in {identifier} style"]
 
 
 def _write_style(root: Path) -> None:
@@ -110,7 +112,7 @@ def build() -> Suite:
         model=str(tiny_model_path("sd")),
         resolution=32,
         subjects=[load_subject(subjects_root / n, prompts=PROMPTS) for n in SUBJECTS],
-        styles=[load_subject(subjects_root / STYLE[0])],
+        styles=[load_subject(subjects_root / STYLE[0], prompts=STYLE_PROMPTS)],
         defaults=DEFAULTS,
         description="random weights: exercises the code path, measures nothing",
     )

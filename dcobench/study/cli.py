@@ -1,0 +1,46 @@
+"""`dcobench study STUDY [key=value ...] [--out DIR] [--report DIR] [--readme FILE] [--plan] [--report-only]`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def study_command(
+    study: str = typer.Argument(..., help="A study YAML file, or the name of a shipped one (data/studies/<name>.yaml), "
+                                          "e.g. micro_paper."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key=value run-config overrides for every run of the "
+                                                               "study, e.g. train.steps=50"),
+    out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<study name>); rerunning resumes it."),
+    report: Optional[Path] = typer.Option(None, help="Report folder (default OUT/report)."),
+    readme: Optional[Path] = typer.Option(None, help="Also rewrite the study's findings block (between its marker "
+                                                     "lines) in this file, e.g. README.md, from the report."),
+    plan: bool = typer.Option(False, "--plan", help="Print the cells and LoRAs of each claim; run nothing."),
+    report_only: bool = typer.Option(False, "--report-only", help="Only fold the finished cells into the report."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+):
+    """Run a study (every claim's runs into one folder, shared cells run once) and write its report:
+    one section per claim with its figure, tables and a verdict computed from the CIs."""
+    from ..runner import console
+    from .readme import update_readme
+    from .report import write_study_report
+    from .run import describe, plan_study, run_study
+    from .spec import load_study
+
+    spec, path = load_study(study)
+    out = out or Path("runs") / spec.name
+    if not report_only:
+        sp = plan_study(spec, path, overrides or [])
+        if plan:
+            typer.echo("\n".join(describe(sp)))
+            return
+        stats = run_study(sp, out, show_progress=not quiet)
+        console.print(f"study {spec.name}: {stats['cells']} cells in {out}: {stats['sampled']} run, "
+                      f"{stats['skipped']} already done, {stats['trained']} LoRAs trained, {stats['seconds']} s")
+    paths = write_study_report(out, report)
+    typer.echo(f"study report: {paths['study_md']}")
+    if readme is not None:
+        changed = update_readme(readme, paths["study_md"].parent)
+        typer.echo(f"{readme}: findings block {'rewritten' if changed else 'already up to date'}")

@@ -1,0 +1,185 @@
+"""The study report: a pure fold over `study.json` and the cells it names.
+
+    REPORT/study.md, index.html      one section per claim: its one-line verdict, figure and tables
+    REPORT/verdicts.csv              every comparison: estimate, 95% CI, n, verdict (the README's source)
+    REPORT/<claim>.png / .svg        the claim's figure
+    REPORT/<claim>-<table>.csv       its tables (points, merge, vs_direct, mergers)
+    REPORT/study.json                the manifest it was folded from
+
+Rebuilding it from the same run folder writes identical tables. Cells the manifest names that are
+not finished are left out, and the report says how many.
+"""
+
+from __future__ import annotations
+
+import io
+from html import escape
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import DcoError
+from ..report.collect import load_cells
+from ..report.html import data_uri
+from ..report.pareto import save_figure
+from ..store import atomic_write_bytes, atomic_write_json, read_json
+from . import stats
+from .claims import Section, captions_section, frontier_section, merge_section
+from .run import MANIFEST, ordered_claims
+
+RULE = ("Verdict rule: per replication unit (subject or style × training seed; for merges subject × style × seed), "
+        "the difference between the two sides, then the mean and its 95% Student-t interval over the n units. "
+        "Frontiers are compared by ΔHV, the difference of the normalised hypervolumes (areas dominated by each "
+        "side's points in the prompt-fidelity × fidelity plane, reference point 10% of the range below the worst "
+        "values); merges by Δdrop, the baseline merge's drop minus the reference merge's. Interval above 0: "
+        "'<tested> ahead'; below 0: '<tested> behind'; containing 0 (or n < 2): "
+        f"'{stats.NO_DIFFERENCE}'. Computed, never written by hand (dcobench/study/stats.py).")
+
+
+def _csv(df: pd.DataFrame) -> bytes:
+    buf = io.StringIO()
+    df.to_csv(buf, index=False, float_format="%.10g", lineterminator="\n")
+    return buf.getvalue().encode()
+
+
+def _subset(cells: pd.DataFrame, ids) -> pd.DataFrame:
+    out = cells[cells["cell_id"].isin(set(ids))].copy()
+    out.attrs = cells.attrs
+    return out
+
+
+def claim_cells(manifest: dict, cells: pd.DataFrame, name: str) -> tuple[pd.DataFrame, int]:
+    """The finished cells of one claim (an `arm` column added; merge rows of variants relabelled),
+    and how many of its cells are not finished."""
+    claim = manifest["claims"][name]
+    arms = claim["arms"]
+    wanted = {i for a in arms.values() for i in a["cells"] + a["merge_cells"]}
+    parts, seen = [], set()
+    for arm in claim["arm_order"]:
+        entry = arms[arm]
+        ids = [i for i in entry["cells"] + entry["merge_cells"] if i not in seen]
+        seen.update(ids)
+        part = _subset(cells, ids).assign(arm=arm)
+        if claim["kind"] == "merge" and arm != "main":
+            merged = ~part["merge"].isin(["subject", "style"])
+            part.loc[merged, "merge"] = part.loc[merged, "merge"] + f" ({arm})"
+        parts.append(part)
+    df = pd.concat(parts, ignore_index=True) if parts else cells.iloc[:0].assign(arm="")
+    df.attrs = cells.attrs
+    return df, len(wanted) - int(df["cell_id"].nunique())
+
+
+def _one_protocol(cells: pd.DataFrame, warnings: list[str]) -> pd.DataFrame:
+    scored = cells[cells["protocol_id"].notna()]
+    if scored.empty:
+        return scored
+    counts = scored["protocol_id"].value_counts()
+    pid = counts.index[0]
+    if len(counts) > 1:
+        warnings.append(f"cells were scored under {len(counts)} protocols; the report uses {pid} "
+                        f"({counts.iloc[0]} cells) and leaves out {int(counts.iloc[1:].sum())}: rescore the run "
+                        "(`dcobench score`) to include them")
+    out = scored[scored["protocol_id"] == pid].copy()
+    out.attrs = cells.attrs
+    return out
+
+
+def build_sections(run_dir: Path, manifest: dict, labels: dict) -> tuple[list[Section], list[str]]:
+    warnings: list[str] = []
+    cells = _one_protocol(load_cells(run_dir), warnings)
+    sections = []
+    for name, claim in ordered_claims(manifest):
+        df, missing = claim_cells(manifest, cells, name)
+        if claim["kind"] == "frontier":
+            sec = frontier_section(name, claim, df[df["kind"] != "merge"], labels)
+        elif claim["kind"] == "captions":
+            sec = captions_section(name, claim, df[df["kind"] != "merge"], labels)
+        else:
+            sec = merge_section(name, claim, df[df["kind"] == "merge"], labels, run_dir)
+        if missing:
+            sec.notes.append(f"{missing} of this claim's cells are not finished and are left out; rerun "
+                             "`dcobench study` to finish them")
+        sections.append(sec)
+    return sections, warnings
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    esc = lambda c: str(c).replace("|", "\\|")  # noqa: E731
+    return ["| " + " | ".join(map(esc, header)) + " |", "|" + "|".join("---" for _ in header) + "|",
+            *["| " + " | ".join(map(esc, r)) + " |" for r in rows]]
+
+
+def markdown(manifest: dict, sections: list[Section], warnings: list[str]) -> str:
+    lines = [f"# Study: {manifest['study']}", ""]
+    if manifest.get("description"):
+        lines += [manifest["description"], ""]
+    lines += [f"> **warning:** {w}" for w in warnings] + ([""] if warnings else [])
+    lines += [RULE, ""]
+    for i, sec in enumerate(sections, 1):
+        lines += [f"## Claim {i}: {sec.title}", "", f"**Verdict.** {sec.line}", ""]
+        lines += [f"> {n}" for n in sec.notes] + ([""] if sec.notes else [])
+        if sec.figure is not None:
+            lines += [f"![{sec.title}]({sec.name}.png)", ""]
+        for caption, header, rows in sec.tables:
+            lines += [f"*{caption}*", "", *md_table(header, rows), ""]
+    return "\n".join(lines)
+
+
+def html(manifest: dict, sections: list[Section], warnings: list[str], figures: dict[str, bytes]) -> str:
+    def table(header, rows):
+        head = "".join(f"<th>{escape(h)}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+        return f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div>'
+
+    def bold(text):  # the verdict line marks verdicts **like this**
+        parts = escape(text).split("**")
+        return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+
+    out = [f"<h1>Study: {escape(manifest['study'])}</h1>", f"<p>{escape(manifest.get('description', ''))}</p>"]
+    out += [f'<div class="warn"><b>warning:</b> {escape(w)}</div>' for w in warnings]
+    out.append(f'<p class="meta">{escape(RULE)}</p>')
+    for i, sec in enumerate(sections, 1):
+        out += [f"<h2>Claim {i}: {escape(sec.title)}</h2>", f'<p class="verdict">Verdict. {bold(sec.line)}</p>']
+        out += [f'<p class="warn">{escape(n)}</p>' for n in sec.notes]
+        if sec.name in figures:
+            out.append(f'<img alt="{escape(sec.title)}" src="{data_uri(figures[sec.name])}">')
+        for caption, header, rows in sec.tables:
+            out += [f"<h3>{escape(caption)}</h3>", table(header, rows)]
+    css = ("body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1400px;padding:0 16px;line-height:1.4}"
+           "table{border-collapse:collapse;font-size:.9em}th,td{border:1px solid #ccc;padding:3px 8px}"
+           "th{background:#f2f4f7}.scroll{overflow-x:auto}img{max-width:100%}.meta{color:#555;font-size:.9em}"
+           ".warn{background:#fff4d6;border:1px solid #e0b84c;padding:6px 10px}.verdict{font-size:1.05em}")
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Study: "
+            f"{escape(manifest['study'])}</title><style>{css}</style></head>\n<body>\n" + "\n".join(out)
+            + "\n</body></html>\n")
+
+
+def write_study_report(run_dir: str | Path, out_dir: str | Path | None = None, labels: dict | None = None) -> dict:
+    """Fold `run_dir` (a `dcobench study` folder) into its report under `out_dir` (default RUN/report)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / MANIFEST).is_file():
+        raise DcoError(f"{run_dir}: no {MANIFEST}; this is not a study folder (run `dcobench study ... --out {run_dir}`)")
+    manifest = read_json(run_dir / MANIFEST)
+    labels = labels if labels is not None else manifest.get("labels", {})
+    out = Path(out_dir) if out_dir is not None else run_dir / "report"
+    sections, warnings = build_sections(run_dir, manifest, labels)
+    paths, figures = {}, {}
+    for sec in sections:
+        if sec.figure is not None:
+            paths.update(save_figure(sec.figure, out, sec.name))
+            figures[sec.name] = paths[f"{sec.name}_png"].read_bytes()
+        for key, frame in sec.frames.items():
+            paths[f"{sec.name}-{key}"] = out / f"{sec.name}-{key}.csv"
+            atomic_write_bytes(paths[f"{sec.name}-{key}"], _csv(frame))
+    verdicts = pd.DataFrame([{**r, "title": s.title} for s in sections for r in s.verdicts],
+                            columns=["claim", "title", "comparison", "tested", "against", "judge", "judge_label",
+                                     "statistic", "estimate", "ci_low", "ci_high", "n", "verdict", "headline"])
+    paths["verdicts_csv"] = out / "verdicts.csv"
+    atomic_write_bytes(paths["verdicts_csv"], _csv(verdicts))
+    paths["study_md"] = out / "study.md"
+    atomic_write_bytes(paths["study_md"], markdown(manifest, sections, warnings).encode())
+    paths["index_html"] = out / "index.html"
+    atomic_write_bytes(paths["index_html"], html(manifest, sections, warnings, figures).encode())
+    paths["study_json"] = out / MANIFEST
+    atomic_write_json(paths["study_json"], manifest)
+    return paths

@@ -1,0 +1,127 @@
+"""Planning and running a study: every arm of every claim into one run folder, cells reused.
+
+Each arm is planned exactly as `dcobench run` plans a run (`plan.make_plan`), so an arm's cells
+have the ids a plain run of the same config would have. The arms' cells are pooled, one copy per
+id, into one plan that `runner.run_plan` executes: a cell that two claims share (claim 1's DCO
+cells are claim 4's comprehensive-caption cells; a merge pair's subject LoRA is claim 1's LoRA)
+is trained and sampled once, and a rerun resumes. `study.json`, written before anything runs,
+records which cells belong to which claim and arm: the report is a fold over it and the cells.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from ..errors import DcoError
+from ..metrics import metric_meta
+from ..plan import Plan, make_plan
+from ..store import atomic_write_json, read_json
+from .spec import StudySpec, claim_arms
+
+MANIFEST = "study.json"
+
+
+@dataclasses.dataclass
+class StudyPlan:
+    spec: StudySpec
+    plan: Plan  # every cell of every arm, one copy per id
+    manifest: dict
+
+
+def _shared(plans: list[tuple], what: str, get) -> None:
+    first = get(plans[0][1])
+    for arm, plan in plans[1:]:
+        if get(plan) != first:
+            raise DcoError(f"claims.{arm.claim} ({arm.name}): its {what} differs from claims.{plans[0][0].claim}'s; "
+                           f"every run of a study shares one {what} (set it in the study's config, not a claim's)")
+
+
+def _check_metrics(arm, claim, cfg) -> None:
+    for m in [*claim.judges, claim.prompt_metric]:
+        metric_meta(m)  # unknown: one line naming it
+        if m not in cfg.score.metrics:
+            raise DcoError(f"claims.{arm.claim}.judges: '{m}' is not scored by its runs (score.metrics: "
+                           f"{', '.join(cfg.score.metrics)}); add it to score.metrics in the study's config")
+
+
+def plan_study(spec: StudySpec, study_file: Path, overrides=()) -> StudyPlan:
+    """Plan every arm; refuse arms that would not be comparable (another model or scoring protocol)."""
+    planned = []
+    for name, claim in spec.claims.items():
+        for arm in claim_arms(spec, study_file, name, claim):
+            plan = make_plan(arm.config, list(overrides), arm.methods, spec.suite, spec.data or None,
+                             spec.model or None, arm.merge)
+            if arm.merges_only:
+                plan = dataclasses.replace(plan, cells=[])
+            if not plan.cells and not plan.merge_cells:
+                raise DcoError(f"claims.{name} ({arm.name}): plans no cells; check its methods and subjects")
+            _check_metrics(arm, claim, plan.config)
+            planned.append((arm, plan))
+    _shared(planned, "base model", lambda p: (p.suite.model, (p.cells or p.merge_cells)[0].model_id))
+    _shared(planned, "scoring config", lambda p: dataclasses.asdict(p.config.score))
+    _shared(planned, "device and precision", lambda p: (p.config.device, p.config.train.mixed_precision))
+    cells, merges = {}, {}
+    claims: dict[str, dict] = {}
+    for arm, plan in planned:
+        for c in plan.cells:
+            cells.setdefault(c.cell_id, c)
+        for c in plan.merge_cells:
+            merges.setdefault(c.cell_id, c)
+        claim = spec.claims[arm.claim]
+        entry = claims.setdefault(arm.claim, {**dataclasses.asdict(claim), "arms": {}, "arm_order": []})
+        entry["arm_order"].append(arm.name)
+        entry["arms"][arm.name] = {
+            "methods": arm.methods,
+            "cells": sorted(c.cell_id for c in plan.cells),
+            "merge_cells": sorted(c.cell_id for c in plan.merge_cells),
+            "config": dataclasses.asdict(plan.config),
+        }
+    first = planned[0][1]
+    methods = list(dict.fromkeys(m for _, p in planned for m in p.methods))
+    plan = Plan(first.config, first.suite, methods, list(cells.values()), list(merges.values()))
+    manifest = {"study": spec.name, "description": spec.description, "labels": spec.labels, "suite": first.suite.name,
+                "model_id": (first.cells or first.merge_cells)[0].model_id, "overrides": list(overrides),
+                "claims": claims, "claim_order": list(spec.claims), "cells": len(cells), "merge_cells": len(merges)}
+    return StudyPlan(spec, plan, manifest)
+
+
+def ordered_claims(manifest: dict) -> list[tuple[str, dict]]:
+    """(name, entry) of every claim of a manifest, in the study file's order (JSON keys are sorted)."""
+    return [(n, manifest["claims"][n]) for n in manifest["claim_order"]]
+
+
+def describe(sp: StudyPlan) -> list[str]:
+    """What `dcobench study --plan` prints: cells and trained LoRAs per claim and in all."""
+    by_id = {c.cell_id: c for c in sp.plan.cells + sp.plan.merge_cells}
+    lines = []
+    for name, claim in ordered_claims(sp.manifest):
+        ids = {i for a in claim["arms"].values() for i in a["cells"] + a["merge_cells"]}
+        loras = {t for i in ids for t in _train_ids(by_id[i])}
+        lines.append(f"{name} ({claim['kind']}): {len(ids)} cells, {len(loras)} LoRAs, arms "
+                     f"{', '.join(claim['arms'])}")
+    loras = {t for c in by_id.values() for t in _train_ids(c)}
+    lines.append(f"in all: {len(by_id)} distinct cells, {len(loras)} distinct LoRAs")
+    return lines
+
+
+def _train_ids(cell) -> list[str]:
+    if hasattr(cell, "train_cell"):
+        return [cell.train_cell(w).train_id for w in ("subject", "style")]
+    return [cell.train_id]
+
+
+def run_study(sp: StudyPlan, out: str | Path, show_progress: bool = True) -> dict:
+    """Write study.json, then run every unfinished cell (`runner.run_plan`)."""
+    from ..runner import run_plan
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    existing = out / MANIFEST
+    if existing.is_file() and read_json(existing).get("study") not in (None, sp.spec.name):
+        raise DcoError(f"--out {out}: holds another study ({read_json(existing)['study']}); pick a new folder")
+    atomic_write_json(existing, sp.manifest)
+    start = time.perf_counter()
+    stats = run_plan(sp.plan, out, show_progress)
+    return {**stats, "seconds": round(time.perf_counter() - start, 1)}

@@ -1,0 +1,162 @@
+"""A study file: named claims, each a set of runs ("arms") and the comparisons that decide it.
+
+    data/studies/<name>.yaml          (`dcobench study <name>` or a path)
+
+    name: micro-paper
+    suite: micro
+    config: {...}        # a run config (the keys of `dcobench run --config`): the recipe, in one place
+    claims:
+      subject:  {kind: frontier, methods: [dco, dreambooth, dreambooth_pp], judges: [oracle_subject, dino]}
+      style:    {kind: frontier, methods: [dco, dreambooth], subjects: [striped], judges: [oracle_style]}
+      merge:    {kind: merge, methods: [dco, dreambooth], merges: [direct, ziplora], styles: [striped]}
+      captions: {kind: captions, methods: [dco, dreambooth], arms: {comprehensive: {}, template: {...}}}
+
+Every arm's run config is, bottom to top: the suite's defaults < the study's `config` < the claim's
+`config` (and `subjects`, `styles`) < the arm's own overlay < `key=value` overrides of the command
+line. An overlay is a mapping of run-config keys, or the path of a YAML run config (relative to the
+study file, e.g. `../configs/ziplora_public.yaml`). Parsing is strict, as for run configs: an
+unknown key or kind fails at once, naming it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import deep_merge, from_dict, load_yaml, option
+from ..errors import DcoError
+
+KINDS = ("frontier", "merge", "captions")
+
+
+@dataclass
+class ClaimSpec:
+    kind: str = option("frontier", "frontier: the reference method's trade-off curve against each other method's; "
+                       "merge: merge interference; captions: the same methods on two caption arms.",
+                       choices=list(KINDS))
+    title: str = option("", "The claim's section title in the report.")
+    methods: list[str] = option([], "Methods this claim trains (dcobench run --methods).")
+    reference: str = option("dco", "The method under test: verdicts say whether it is ahead of the others.")
+    subjects: list[str] = option([], "Subjects (or styles, as personalization targets); empty: the suite's subjects.")
+    judges: list[str] = option([], "Fidelity metrics, one verdict each (the y axes; merge: any fidelity kind).")
+    headline: list[str] = option([], "Judges of the claim's one-line verdict; empty: the first judge.")
+    prompt_metric: str = option("clip_t", "Prompt fidelity (the x axis of every frontier).")
+    config: dict[str, Any] = option({}, "Run-config keys for this claim's runs, over the study's config.")
+    merges: list[str] = option(["direct", "ziplora"], "merge: the merge methods.")
+    reference_merge: str = option("direct", "merge: the reference method's merge that is compared.")
+    styles: list[str] = option([], "merge: the styles paired with every subject; empty: the suite's merge styles.")
+    variants: dict[str, Any] = option({}, "merge: extra runs of the same pairs, name -> overlay (e.g. ZipLoRA "
+                                      "at its public settings); their merge rows are labelled '<merge> (<name>)'.")
+    arms: dict[str, Any] = option({}, "captions: exactly two arms, name -> overlay; the first is tested against "
+                                  "the second, per method.")
+    targets: dict[str, dict[str, float]] = option(
+        {}, "Checks the report states as met or not: frontier: method -> {judge: minimum of its best point}; "
+        "merge: merge -> {merger_cos_fall: minimum relative fall of mean |cos(m1, m2)|} (e.g. ziplora: 0.5).")
+
+
+@dataclass
+class StudySpec:
+    name: str = option("", "The study's name (the report's title, the README markers).")
+    description: str = option("", "One paragraph: what the study asks.")
+    suite: str = option("micro", "Suite of every run.")
+    model: str = option("", "Base model replacing the suite's.")
+    data: str = option("", "Dataset folder for suites that read one.")
+    config: dict[str, Any] = option({}, "The run config of every arm (the recipe: steps, lr, rank, sweeps...).")
+    labels: dict[str, str] = option({}, "Display names of methods, merges and arms in the report (dco: DCO).")
+    claims: dict[str, ClaimSpec] = option({}, "Claim name -> its spec, in report order.")
+
+
+@dataclass
+class Arm:
+    """One run of a claim: its run config (a mapping, without the command line's overrides)."""
+
+    claim: str
+    name: str
+    config: dict
+    methods: list[str]
+    merge: list[str] | None = None
+    merges_only: bool = False  # a merge claim needs only its merge cells
+
+
+def study_path(name_or_path: str) -> Path:
+    """A YAML path, or the name of a shipped study (data/studies/<name>.yaml)."""
+    from ..resources import data_dir
+
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise DcoError(f"{path}: study file not found; pass a YAML file or a name from data/studies/")
+        return path
+    shipped = data_dir() / "studies"
+    candidate = shipped / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        names = sorted(p.stem for p in shipped.glob("*.yaml")) if shipped.is_dir() else []
+        raise DcoError(f"study '{name_or_path}': no such file and no shipped study of that name; "
+                       f"shipped: {', '.join(names) or 'none'}")
+    return candidate
+
+
+def load_study(name_or_path: str) -> tuple[StudySpec, Path]:
+    path = study_path(name_or_path)
+    spec = from_dict(StudySpec, load_yaml(path))
+    spec.name = spec.name or path.stem
+    if not spec.claims:
+        raise DcoError(f"{path}: no claims; add `claims:` with at least one claim")
+    for name, claim in spec.claims.items():
+        _check_claim(path, name, claim)
+    return spec, path
+
+
+def _check_claim(path: Path, name: str, c: ClaimSpec) -> None:
+    where = f"{path}: claims.{name}"
+    if not c.methods:
+        raise DcoError(f"{where}.methods: list the methods this claim trains")
+    if not c.judges:
+        raise DcoError(f"{where}.judges: list at least one fidelity metric (e.g. oracle_subject, clip_i)")
+    for h in c.headline:
+        if h not in c.judges:
+            raise DcoError(f"{where}.headline: '{h}' is not one of its judges ({', '.join(c.judges)})")
+    if c.kind in ("frontier", "merge") and c.reference not in c.methods:
+        raise DcoError(f"{where}.reference: '{c.reference}' is not one of its methods ({', '.join(c.methods)})")
+    if c.kind == "frontier" and len(c.methods) < 2:
+        raise DcoError(f"{where}.methods: a frontier claim compares the reference with at least one other method")
+    if c.kind == "merge" and c.reference_merge not in c.merges:
+        raise DcoError(f"{where}.reference_merge: '{c.reference_merge}' is not one of its merges")
+    if c.kind == "captions" and len(c.arms) != 2:
+        raise DcoError(f"{where}.arms: a captions claim has exactly two arms (tested, then baseline), "
+                       f"got {len(c.arms)}")
+    if c.kind != "captions" and c.arms:
+        raise DcoError(f"{where}.arms: only a captions claim has arms; use variants for a merge claim")
+    if c.kind != "merge" and (c.variants or c.styles):
+        raise DcoError(f"{where}: variants and styles belong to a merge claim")
+
+
+def overlay(value, study_file: Path, where: str) -> dict:
+    """An arm's overlay: a mapping, or a YAML run config relative to the study file."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        return load_yaml(study_file.parent / value)
+    if not isinstance(value, dict):
+        raise DcoError(f"{where}: expected a mapping of run-config keys or a YAML file path (got {value!r})")
+    return value
+
+
+def claim_arms(spec: StudySpec, study_file: Path, name: str, c: ClaimSpec) -> list[Arm]:
+    """The runs of one claim."""
+    base = deep_merge(spec.config, c.config)
+    if c.subjects:
+        base["subjects"] = list(c.subjects)
+    if c.kind == "frontier":
+        return [Arm(name, "main", base, list(c.methods))]
+    if c.kind == "merge":
+        if c.styles:
+            base["styles"] = list(c.styles)
+        arms = [Arm(name, "main", base, list(c.methods), list(c.merges), merges_only=True)]
+        for v, value in c.variants.items():
+            cfg = deep_merge(base, overlay(value, study_file, f"claims.{name}.variants.{v}"))
+            arms.append(Arm(name, v, cfg, list(c.methods), list(c.merges), merges_only=True))
+        return arms
+    return [Arm(name, a, deep_merge(base, overlay(value, study_file, f"claims.{name}.arms.{a}")), list(c.methods))
+            for a, value in c.arms.items()]

@@ -1,0 +1,114 @@
+"""The verdict rule: paired differences over replication units, a 95% t-interval, three outcomes.
+
+**Unit.** A unit is what a method is replicated over: one subject (or style) and one training
+seed for a frontier; one subject, style and training seed for a merge pair. Every method (or arm)
+compared is run on the same units, so the comparison is paired.
+
+**Frontier statistic (claims 1, 2 and 4).** Within a unit, a method's points are its cells, one
+per knob value (DCO's w_con, DreamBooth's CFG scale), each at (prompt fidelity x, subject or
+style fidelity y). Its score is the *hypervolume* of those points: the area of the union of the
+rectangles [r_x, x_i] x [r_y, y_i], i.e. the area of the (x, y) plane its Pareto frontier dominates
+above a reference point r. Both axes are in each metric's better direction; over every cell of
+the two compared methods (all units), r is the worst value of each axis less 10% of that axis's
+range (so that a point at the worst prompt fidelity but the best subject fidelity still counts),
+and the area is divided by the box from r to the best values, so it is in [0, 1]: 1 would be one
+point at the best x and the best y at once. A method that is better at every matched prompt fidelity has the larger area;
+one that only trades one axis for the other gains on one side and loses on the other. The
+statistic is the per-unit difference ΔHV = HV(A) - HV(B).
+
+**Merge statistic (claim 3).** Per pair, a merge's drop on a metric is the unmerged LoRA's score
+minus the merge's (`report.merges.pair_drops`; positive = interference). The statistic is the
+per-pair difference of drops, baseline merge minus reference merge, so positive means the
+reference (DCO's direct merge) interferes less. ZipLoRA against the direct merge is the per-pair
+score difference, ZipLoRA minus direct, in the metric's better direction.
+
+**Interval and verdict.** The per-unit differences give a mean and a 95% Student-t interval over
+the n units (the same interval as every table of the report). If the interval lies above 0 the
+verdict is "<A> ahead", below 0 "<A> behind", and if it contains 0, or n < 2 gives no interval,
+"no difference at this n". Nothing else enters: the verdict is computed, never written by hand.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from ..metrics import metric_meta
+from ..report.tables import mean_ci
+
+NO_DIFFERENCE = "no difference at this n"
+MARGIN = 0.1  # the reference point lies this share of each axis's range below its worst value
+
+
+def hypervolume(points, ref, box=(1.0, 1.0)) -> float:
+    """Area dominated by `points` (x, y; larger is better on both) above `ref`, divided by the area
+    of the box from `ref` to `box` (the best x and y). Points not above `ref` add nothing."""
+    rx, ry = ref
+    width, height = box[0] - rx, box[1] - ry
+    if not (width > 0 and height > 0):
+        return 0.0
+    pts = sorted(((float(x), float(y)) for x, y in points if math.isfinite(x) and math.isfinite(y)), reverse=True)
+    area, best_y = 0.0, ry
+    for x, y in pts:  # by x, largest first: each point adds its strip above the best y so far
+        if x > rx and y > best_y:
+            area += (x - rx) * (y - best_y)
+            best_y = y
+    return area / (width * height)
+
+
+def verdict(lo: float, hi: float, a: str) -> str:
+    if math.isfinite(lo) and lo > 0:
+        return f"{a} ahead"
+    if math.isfinite(hi) and hi < 0:
+        return f"{a} behind"
+    return NO_DIFFERENCE
+
+
+def summarize(diffs: dict, a: str) -> dict:
+    """Mean, 95% t-interval, n and verdict of per-unit differences {unit: value}."""
+    mean, half, n = mean_ci(list(diffs.values()))
+    lo, hi = (mean - half, mean + half) if math.isfinite(half) else (math.nan, math.nan)
+    return {"estimate": mean, "ci_low": lo, "ci_high": hi, "n": n, "verdict": verdict(lo, hi, a)}
+
+
+def oriented(df: pd.DataFrame, metric: str) -> pd.Series:
+    """A metric's column, negated when lower is better: larger is always better."""
+    return df[metric] * (1.0 if metric_meta(metric)["higher_is_better"] else -1.0)
+
+
+def frontier_difference(df: pd.DataFrame, a: str, b: str, x: str, y: str, group: str = "method",
+                        units=("subject", "seed"), label: str = "") -> dict:
+    """ΔHV = HV(A) - HV(B) per unit, for the rows of `df` whose `group` is `a` or `b`, with the
+    shared reference point and box of the module docstring; summarised with the verdict, which
+    names A as `label` (default `a`)."""
+    label = label or a
+    part = df[df[group].isin([a, b])].assign(_x=lambda d: oriented(d, x), _y=lambda d: oriented(d, y))
+    part = part[np.isfinite(part["_x"]) & np.isfinite(part["_y"])]
+    if part.empty:
+        return {**summarize({}, label), "diffs": {}}
+    lo, hi = part[["_x", "_y"]].min(), part[["_x", "_y"]].max()
+    ref = tuple(lo - MARGIN * (hi - lo))
+    box = tuple(hi)
+    diffs = {}
+    for unit, rows in part.groupby(list(units), sort=True):
+        hv = {g: hypervolume(zip(r["_x"], r["_y"]), ref, box) for g, r in rows.groupby(group)}
+        if a in hv and b in hv:
+            diffs[unit] = hv[a] - hv[b]
+    return {**summarize(diffs, label), "diffs": diffs}
+
+
+def paired_difference(df: pd.DataFrame, a: dict, b: dict, column: str, label: str,
+                      units=("subject", "style", "seed"), sign: float = 1.0) -> dict:
+    """sign * (value of B - value of A) per unit, where `a` and `b` select rows by column values
+    (e.g. {"method": "dco", "merge": "direct"}); summarised with the verdict for `label`."""
+    def values(sel: dict) -> dict:
+        rows = df
+        for k, v in sel.items():
+            rows = rows[rows[k] == v]
+        return {u: float(r[column].mean()) for u, r in rows.groupby(list(units), sort=True)}
+
+    va, vb = values(a), values(b)
+    diffs = {u: sign * (vb[u] - va[u]) for u in va if u in vb and math.isfinite(va[u]) and math.isfinite(vb[u])}
+    return {**summarize(diffs, label), "diffs": diffs}

@@ -1,0 +1,333 @@
+"""`dcobench study`: the study file, the verdict rule, the per-claim report and the README block."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dcobench.errors import DcoError
+from dcobench.study import stats
+from dcobench.study.readme import current_block, findings, markers, update_readme
+from dcobench.study.report import write_study_report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------------------------
+# the verdict rule
+
+
+def test_hypervolume_is_the_dominated_area():
+    # one point: its rectangle; a dominated point adds nothing; a second frontier point adds its strip
+    assert stats.hypervolume([(1.0, 1.0)], (0.0, 0.0)) == pytest.approx(1.0)
+    assert stats.hypervolume([(0.5, 0.5), (0.4, 0.4)], (0.0, 0.0)) == pytest.approx(0.25)
+    assert stats.hypervolume([(1.0, 0.5), (0.5, 1.0)], (0.0, 0.0)) == pytest.approx(0.75)
+    assert stats.hypervolume([(2.0, 1.0)], (0.0, 0.0), box=(2.0, 2.0)) == pytest.approx(0.5)  # normalised
+    assert stats.hypervolume([(float("nan"), 1.0)], (0.0, 0.0)) == 0.0
+    assert stats.hypervolume([(1.0, 1.0)], (0.0, 0.0), box=(0.0, 1.0)) == 0.0  # a degenerate box
+
+
+def test_verdict_comes_from_the_interval_only():
+    assert stats.verdict(0.01, 0.2, "DCO") == "DCO ahead"
+    assert stats.verdict(-0.2, -0.01, "DCO") == "DCO behind"
+    assert stats.verdict(-0.1, 0.1, "DCO") == stats.NO_DIFFERENCE
+    assert stats.verdict(0.0, 0.0, "DCO") == stats.NO_DIFFERENCE
+    assert stats.verdict(math.nan, math.nan, "DCO") == stats.NO_DIFFERENCE  # n < 2: no interval
+    one = stats.summarize({("a", 0): 0.5}, "DCO")
+    assert one["n"] == 1 and one["verdict"] == stats.NO_DIFFERENCE
+
+
+def _frontier_frame(shift_b: float, noise: float = 0.01, seed: int = 0) -> pd.DataFrame:
+    """6 units; A's two points (x, y) = (0.8 - 0.2k, 0.4 + 0.2k), B's the same shifted down by `shift_b`."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for subject in ("a", "b", "c"):
+        for seed_ in (0, 1):
+            for method, shift in (("A", 0.0), ("B", shift_b)):
+                for k in (0, 1):
+                    rows.append({"method": method, "subject": subject, "seed": seed_, "knob_label": f"k={k}",
+                                 "clip_t": 0.8 - 0.2 * k - shift + rng.normal(0, noise),
+                                 "dino": 0.4 + 0.2 * k - shift + rng.normal(0, noise)})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("shift, expected", [(0.15, "A ahead"), (-0.15, "A behind"), (0.0, stats.NO_DIFFERENCE)])
+def test_frontier_difference_is_paired_over_units(shift, expected):
+    res = stats.frontier_difference(_frontier_frame(shift, noise=0.0 if shift == 0 else 0.01), "A", "B", "clip_t",
+                                    "dino")
+    assert res["n"] == 6 and res["verdict"] == expected
+    assert (res["estimate"] > 0) == (shift > 0) or shift == 0
+
+
+def test_merge_difference_is_baseline_drop_minus_reference_drop():
+    rows = [{"method": m, "merge": "direct", "subject": s, "style": "st", "seed": 0, "drop_dino": d + 0.01 * i}
+            for i, s in enumerate("abcd") for m, d in (("dco", 0.0), ("dreambooth", 0.3))]
+    res = stats.paired_difference(pd.DataFrame(rows), {"method": "dco", "merge": "direct"},
+                                  {"method": "dreambooth", "merge": "direct"}, "drop_dino", "DCO")
+    assert res["estimate"] == pytest.approx(0.3) and res["n"] == 4 and res["verdict"] == "DCO ahead"
+
+
+# --------------------------------------------------------------------------------------------
+# the study file
+
+
+def _write(tmp_path, text: str) -> Path:
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("body, message", [
+    ("claims: {a: {kind: frontier, methods: [dco, dreambooth], judges: [dino], colour: red}}", "claims.a.colour: unknown key"),
+    ("claims: {a: {kind: pareto, methods: [dco], judges: [dino]}}", "must be one of frontier, merge, captions"),
+    ("claims: {a: {kind: frontier, methods: [dco], judges: [dino]}}", "at least one other method"),
+    ("claims: {a: {kind: frontier, methods: [dco, dreambooth], judges: []}}", "judges: list at least one"),
+    ("claims: {a: {kind: captions, methods: [dco], judges: [dino], arms: {x: {}}}}", "exactly two arms"),
+    ("claims: {a: {kind: merge, methods: [dreambooth], judges: [dino]}}", "reference: 'dco' is not one of its methods"),
+    ("claims: {}", "no claims"),
+])
+def test_study_file_is_strict(tmp_path, body, message):
+    from dcobench.study.spec import load_study
+
+    with pytest.raises(DcoError, match=message):
+        load_study(str(_write(tmp_path, "name: x\nsuite: tiny\n" + body)))
+
+
+def test_unknown_study_name_lists_the_shipped_ones():
+    from dcobench.study.spec import load_study
+
+    with pytest.raises(DcoError, match="shipped: .*micro_paper.*tiny_paper"):
+        load_study("micro_papr")
+
+
+def test_shipped_studies_parse_and_name_known_metrics():
+    from dcobench.metrics import metric_meta
+    from dcobench.study.spec import load_study
+
+    for name in ("micro_paper", "tiny_paper"):
+        spec, _ = load_study(name)
+        assert [c.kind for c in spec.claims.values()] == ["frontier", "frontier", "merge", "captions"]
+        for claim in spec.claims.values():
+            for m in claim.judges + [claim.prompt_metric]:
+                metric_meta(m)
+
+
+def test_micro_paper_study_plans(dcobench_cache):
+    """The shipped micro study plans on the shipped micro suite: every claim has cells, the caption
+    arms differ only in training, and the public ZipLoRA variant adds only ZipLoRA rows."""
+    from dcobench.study.run import plan_study
+    from dcobench.study.spec import load_study
+
+    sp = plan_study(*load_study("micro_paper"))
+    claims = sp.manifest["claims"]
+    assert all(a["cells"] or a["merge_cells"] for c in claims.values() for a in c["arms"].values())
+    merge = claims["merge"]["arms"]
+    extra = set(merge["public"]["merge_cells"]) - set(merge["main"]["merge_cells"])
+    assert extra and all("-ziplora-" in i for i in extra)
+    tpl = claims["captions"]["arms"]["template"]["config"]["train"]
+    assert (tpl["captions"], tpl["caption_template"]) == ("template", "a {identifier} {class_noun}")
+
+
+def test_tiny_study_plans_shared_cells_once(dcobench_cache):
+    """Claim 4's comprehensive arm is claim 1's cells, the merge pairs use claim 1's LoRAs, and each
+    arm's cells have exactly the ids a plain `dcobench run` of its config has."""
+    from dcobench.plan import make_plan
+    from dcobench.study.run import describe, plan_study
+    from dcobench.study.spec import load_study
+
+    spec, path = load_study("tiny_paper")
+    sp = plan_study(spec, path)
+    claims = sp.manifest["claims"]
+    assert sp.manifest["claim_order"] == ["subject", "style", "merge", "captions"]
+    subject = set(claims["subject"]["arms"]["main"]["cells"])
+    comprehensive = set(claims["captions"]["arms"]["comprehensive"]["cells"])
+    template = set(claims["captions"]["arms"]["template"]["cells"])
+    assert comprehensive <= subject and not template & subject
+    ids = [c.cell_id for c in sp.plan.cells + sp.plan.merge_cells]
+    assert len(ids) == len(set(ids)) == sp.manifest["cells"] + sp.manifest["merge_cells"]
+    lora_of_pairs = {c.train_id for c in sp.plan.merge_cells}
+    assert lora_of_pairs <= {c.train_id for c in sp.plan.cells if c.method in ("dco", "dreambooth")}
+    plain = make_plan(dict(spec.config), methods=["dco", "dreambooth", "dreambooth_pp"], suite="tiny")
+    assert {c.cell_id for c in plain.cells} == subject
+    assert describe(sp)[-1].startswith(f"in all: {len(ids)} distinct cells")
+    public = claims["merge"]["arms"]["public"]["merge_cells"]
+    assert set(public) - set(claims["merge"]["arms"]["main"]["merge_cells"])  # its ZipLoRA rows differ
+
+
+def test_study_refuses_claims_that_would_not_compare(tmp_path, dcobench_cache):
+    from dcobench.study.run import plan_study
+    from dcobench.study.spec import load_study
+
+    path = _write(tmp_path, "name: x\nsuite: tiny\nclaims:\n  a: {kind: frontier, methods: [dco, dreambooth], "
+                            "judges: [dino]}\n  b: {kind: frontier, methods: [dco, dreambooth], judges: [dino], "
+                            "config: {score: {clip_t_prompt: remove}}}\n")
+    with pytest.raises(DcoError, match="scoring config differs"):
+        plan_study(*load_study(str(path)))
+    path = _write(tmp_path, "name: x\nsuite: tiny\nclaims:\n  a: {kind: frontier, methods: [dco, dreambooth], "
+                            "judges: [oracle_subject]}\n")
+    with pytest.raises(DcoError, match="'oracle_subject' is not scored by its runs"):
+        plan_study(*load_study(str(path)))
+
+
+# --------------------------------------------------------------------------------------------
+# the report: a fold over study.json and result.json files (synthetic cells: no model runs)
+
+
+def _cell(root: Path, cid: str, method: str, subject: str, seed: int, metrics: dict, knob=None, **extra) -> str:
+    folder = root / "cells" / cid
+    folder.mkdir(parents=True)
+    result = {"cell_id": cid, "method": method, "subject": subject, "seed": seed, "kind": "subject",
+              "knobs": {"sample.k": knob} if knob is not None else {}, "protocol": {"id": "p1"},
+              "metrics": {m: {"mean": v} for m, v in metrics.items()}, **extra}
+    (folder / "result.json").write_text(json.dumps(result))
+    return cid
+
+
+def synthetic_study(root: Path, dco_margin: float = 0.2) -> Path:
+    """A finished study folder: DCO's frontier dominates DreamBooth's by `dco_margin`, DreamBooth-PP
+    equals DCO; the template arm is worse than the comprehensive one; DreamBooth's merges interfere."""
+    rng = np.random.default_rng(0)
+    ids = {k: [] for k in ("subject", "template", "merge")}
+    for subject in ("a", "b", "c"):
+        for seed in (0, 1):
+            for method, shift in (("dco", 0.0), ("dreambooth", dco_margin), ("dreambooth_pp", 0.0)):
+                for k in (1, 2):
+                    m = {"clip_t": 0.8 - 0.2 * k - shift + rng.normal(0, 0.01),
+                         "dino": 0.3 + 0.2 * k - shift + rng.normal(0, 0.01)}
+                    if method == "dreambooth_pp":
+                        m = json.loads((root / "cells" / f"dco-{subject}{seed}{k}" / "result.json").read_text())
+                        m = {n: v["mean"] for n, v in m["metrics"].items()}
+                    ids["subject"].append(_cell(root, f"{method}-{subject}{seed}{k}", method, subject, seed, m, k))
+                    if method == "dco":
+                        worse = {n: v - 0.1 for n, v in m.items()}
+                        ids["template"].append(_cell(root, f"tpl-{subject}{seed}{k}", method, subject, seed, worse, k))
+            for method, drop in (("dco", 0.0), ("dreambooth", 0.25)):
+                for row, d in (("subject", 0.0), ("style", 0.0), ("direct", drop), ("ziplora", drop / 2)):
+                    mid = f"{method}-{subject}{seed}-{row}"
+                    info = root / "merges" / mid
+                    info.mkdir(parents=True)
+                    cos = {"merger_cos": {"before": 1.0, "after": 0.2}} if row == "ziplora" else {}
+                    (info / "merge.json").write_text(json.dumps(cos))
+                    m = {"dino": 0.7 - d + rng.normal(0, 0.01), "style_clip_i": 0.6 - d / 2, "clip_t": 0.5}
+                    ids["merge"].append(_cell(root, f"merge-{mid}", method, subject, seed, m, kind="merge", merge=row,
+                                              style="st", lora=f"../../merges/{mid}/pytorch_lora_weights.safetensors"))
+    base = {"reference": "dco", "prompt_metric": "clip_t", "headline": [], "targets": {},
+            "reference_merge": "direct", "title": ""}
+    claims = {
+        "subject": {**base, "kind": "frontier", "methods": ["dco", "dreambooth", "dreambooth_pp"], "judges": ["dino"],
+                    "targets": {"dreambooth": {"dino": 0.9}}, "title": "Subject customization",
+                    "arm_order": ["main"], "arms": {"main": {"cells": ids["subject"], "merge_cells": []}}},
+        "merge": {**base, "kind": "merge", "methods": ["dco", "dreambooth"], "judges": ["dino", "style_clip_i"],
+                  "targets": {"ziplora": {"merger_cos_fall": 0.5}},
+                  "arm_order": ["main"], "arms": {"main": {"cells": [], "merge_cells": ids["merge"]}}},
+        "captions": {**base, "kind": "captions", "methods": ["dco"], "judges": ["dino"],
+                     "arm_order": ["comprehensive", "template"],
+                     "arms": {"comprehensive": {"cells": [i for i in ids["subject"] if i.startswith("dco-")],
+                                                "merge_cells": []},
+                              "template": {"cells": ids["template"], "merge_cells": []}}},
+    }
+    manifest = {"study": "synthetic", "description": "made-up cells", "labels": {"dco": "DCO", "ziplora": "ZipLoRA"},
+                "claims": claims, "claim_order": ["subject", "merge", "captions"]}
+    (root / "study.json").write_text(json.dumps(manifest))
+    return root
+
+
+def test_report_decides_each_claim_from_its_cells(tmp_path):
+    run = synthetic_study(tmp_path / "run")
+    paths = write_study_report(run, tmp_path / "report")
+    v = pd.read_csv(paths["verdicts_csv"])
+    got = {(r.claim, r.comparison, r.judge): r.verdict for r in v.itertuples()}
+    assert got[("subject", "DCO vs dreambooth", "dino")] == "DCO ahead"
+    assert got[("subject", "DCO vs dreambooth_pp", "dino")] == stats.NO_DIFFERENCE  # identical points
+    assert got[("merge", "DCO direct vs dreambooth direct", "dino")] == "DCO ahead"
+    assert got[("captions", "DCO: comprehensive vs template", "dino")] == "comprehensive ahead"
+    assert set(v["n"]) == {6}
+    md = paths["study_md"].read_text()
+    for i, title in enumerate(("Subject customization", "merge", "captions"), 1):
+        assert f"## Claim {i}: {title}" in md
+    assert "**DCO ahead**" in md and "NOT met" in md and "| ZipLoRA: merger_cos_fall ≥ 0.5 | 0.800 | yes |" in md
+    for name in ("subject", "merge", "captions"):
+        assert (tmp_path / "report" / f"{name}.png").stat().st_size > 1000
+    mergers = pd.read_csv(tmp_path / "report" / "merge-mergers.csv")
+    assert list(mergers["fall"]) == pytest.approx([0.8, 0.8])
+    html = paths["index_html"].read_text()
+    assert html.count("<img") == 3 and "<b>DCO ahead</b>" in html
+    before = paths["verdicts_csv"].read_bytes()
+    write_study_report(run, tmp_path / "report")  # a pure fold: the same tables again
+    assert paths["verdicts_csv"].read_bytes() == before
+
+
+def test_a_smaller_margin_at_this_n_is_no_difference(tmp_path):
+    run = synthetic_study(tmp_path / "run", dco_margin=0.002)
+    v = pd.read_csv(write_study_report(run, tmp_path / "r")["verdicts_csv"])
+    assert v[v["comparison"] == "DCO vs dreambooth"]["verdict"].iloc[0] == stats.NO_DIFFERENCE
+
+
+def test_unfinished_cells_are_counted_not_guessed(tmp_path):
+    run = synthetic_study(tmp_path / "run")
+    manifest = json.loads((run / "study.json").read_text())
+    manifest["claims"]["subject"]["arms"]["main"]["cells"].append("dco-never-finished")
+    (run / "study.json").write_text(json.dumps(manifest))
+    md = write_study_report(run, tmp_path / "r")["study_md"].read_text()
+    assert "1 of this claim's cells are not finished" in md
+
+
+def test_readme_block_is_the_template_filled_from_the_report(tmp_path):
+    run = synthetic_study(tmp_path / "run")
+    report = write_study_report(run, tmp_path / "report")["study_md"].parent
+    block = findings(report)
+    assert "**Claim 1: Subject customization.** DINO (subject): DCO vs dreambooth: **DCO ahead**" in block
+    assert "ZipLoRA's merger vectors" in block and "Targets: dreambooth dino ≥ 0.9" in block
+    begin, end = markers("synthetic")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\n{begin}\nstale text\n{end}\n\nafter\n")
+    assert update_readme(readme, report) is True
+    text = readme.read_text()
+    assert current_block(text, "synthetic") == block and text.endswith(f"{end}\n\nafter\n") and "stale" not in text
+    assert update_readme(readme, report) is False
+    # the block follows the CSVs: change a number there and the text changes
+    v = pd.read_csv(report / "verdicts.csv")
+    v.loc[0, "estimate"] = 0.987654
+    v.to_csv(report / "verdicts.csv", index=False)
+    assert "+0.988" in findings(report)
+    readme.write_text("no markers here\n")
+    with pytest.raises(DcoError, match="add the two marker lines"):
+        update_readme(readme, report)
+
+
+def test_committed_readme_findings_match_the_committed_study():
+    """The README's findings block is exactly the template filled from reports/micro-study/."""
+    report = ROOT / "reports" / "micro-study"
+    if not (report / "verdicts.csv").is_file():
+        pytest.skip("reports/micro-study/ is not committed yet (make study writes it)")
+    name = json.loads((report / "study.json").read_text())["study"]
+    block = current_block((ROOT / "README.md").read_text(), name)
+    assert block is not None, f"README.md has no {markers(name)[0]} block"
+    assert block == findings(report), "README findings drifted from reports/micro-study: run `make study`"
+
+
+@pytest.mark.slow
+def test_tiny_study_end_to_end(tmp_path, cli):
+    """`dcobench study tiny_paper`: every claim runs, the report and the README block are written, and a
+    rerun trains and samples nothing."""
+    begin, end = markers("tiny-paper")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{begin}\n{end}\n")
+    out, report = tmp_path / "run", tmp_path / "report"
+    r = cli("study", "tiny_paper", "--out", out, "--report", report, "--readme", readme, "--quiet", timeout=900)
+    assert r.returncode == 0, r.stderr
+    v = pd.read_csv(report / "verdicts.csv")
+    assert list(dict.fromkeys(v["claim"])) == ["subject", "style", "merge", "captions"]
+    assert set(v["verdict"]) <= {"DCO ahead", "DCO behind", "comprehensive ahead", "comprehensive behind",
+                                 stats.NO_DIFFERENCE}
+    assert current_block(readme.read_text(), "tiny-paper") == findings(report)
+    merges = [json.loads(p.read_text()) for p in (out / "merges").glob("*ziplora*/merge.json")]
+    assert merges and all(m["merger_cos"]["before"] == pytest.approx(1.0) for m in merges)
+    before = (report / "verdicts.csv").read_bytes()
+    r = cli("study", "tiny_paper", "--out", out, "--report", report, "--quiet")
+    assert r.returncode == 0 and "0 run" in r.stderr and (report / "verdicts.csv").read_bytes() == before
