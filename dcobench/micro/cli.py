@@ -67,7 +67,7 @@ def validate_cmd(
 
     from ..models.pipeline import load_pipeline
     from ..store import atomic_write_bytes, atomic_write_json
-    from . import build, encoder_eval, encoders, judge_validity, models, validate
+    from . import build, encoder_eval, encoders, judge_validity, models, style_validity, validate
 
     torch.set_num_threads(threads)
     folder = folder or models.default_micro_dir()
@@ -82,9 +82,12 @@ def validate_cmd(
     dino = encoders.load_micro_dino(folder / "encoders" / encoders.DINO_FILE)
     judged = judge_validity.measure(pipe, dino, clip, [tuple(s) for s in degradation["strengths"]],
                                     n_layouts=judge_layouts, **kw)
+    styles = style_validity.measure(pipe, clip, [tuple(s) for s in degradation["strengths"]], dino=dino,
+                                    n=judge_layouts, **kw)
     retrieval = encoder_eval.retrieval_accuracy(clip)
     text = validate.validation_table(stats, base, diversity, degradation, retrieval)
     text += "\n## Subject judges: measured error rates\n\n" + judge_validity.table(judged)
+    text += "\n## Style judges: measured error rates\n\n" + style_validity.table(styles)
     text += ("\n`judges.png`: for each judge (oracle_subject, dino, clip_i), a row of 16 images it accepts, then a "
              "row of 16 it rejects, drawn from all the sets above.\n")
     cmd = (f"dcobench micro validate --n-per-attr {n_per_attr} --judge-layouts {judge_layouts} --cfg-scale "
@@ -96,9 +99,11 @@ def validate_cmd(
     summary = {k: v for k, v in judged.items() if not k.startswith("_")}
     atomic_write_json(folder / "validation.json", {"command": cmd, "base": base, "seed_diversity": diversity,
                                                    "degradation": degradation, "judges": summary,
+                                                   "style_judges": {k: v for k, v in styles.items()
+                                                                    if not k.startswith("_")},
                                                    "micro_clip": retrieval})
     typer.echo(text)
-    targets = {**judged["checks"], **validate.base_checks(base, diversity)}
+    targets = {**judged["checks"], **style_validity.checks(styles), **validate.base_checks(base, diversity)}
     if check and not all(targets.values()):
         typer.echo("not met: " + "; ".join(k for k, ok in targets.items() if not ok), err=True)
         raise typer.Exit(1)

@@ -201,7 +201,8 @@ def _unet_loss(unet, text_encoder, noisy, t, target, ids, device):
 
 def train_base(vae, steps: int, batch_size: int = 32, seed: int = 0, device=None,
                time_budget_s: float | None = None, log=print, lr: float = 1e-3,
-               empty_frac: float = 0.1, stats: dict | None = None, eval_n: int = 256, attention_16: bool = False):
+               empty_frac: float = 0.1, stats: dict | None = None, eval_n: int = 256, attention_16: bool = False,
+               init_from=None):
     """Train UNet + text encoder jointly for ``steps`` (or until ``time_budget_s``); returns the
     EMA weights as ``(unet, text_encoder)``.  ``stats`` (if given) is filled in."""
     device, t0 = resolve(device), time.time()
@@ -214,6 +215,9 @@ def train_base(vae, steps: int, batch_size: int = 32, seed: int = 0, device=None
     sf, ab = vae.config.scaling_factor, alphas_cumprod().to(device)
     unet = make_unet(seed, attention_16).to(device).train()
     text_encoder = make_text_encoder(seed).to(device).train()
+    if init_from is not None:  # (unet, text_encoder) to warm-start from; layers they lack stay fresh
+        unet.load_state_dict(init_from[0].state_dict(), strict=False)
+        text_encoder.load_state_dict(init_from[1].state_dict())
     emb = text_encoder.get_input_embeddings().weight
     # No weight decay on token embeddings: never-seen tokens (the held-out identifiers) keep their
     # initial norm instead of shrinking towards zero, as in a real pretrained encoder.
