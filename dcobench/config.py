@@ -8,6 +8,8 @@ dotted field, so a typo in `methods.dco.betta=2000` fails before anything runs.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -64,6 +66,11 @@ class TrainConfig:
     checkpoint_every: int = option(
         0, "Also save the LoRA every N steps; sweep sample.lora_step over them (0: final LoRA only).", non_negative
     )
+    resume_every: int = option(
+        -1, "Save a resumable training state (LoRA, optimizer, RNG, token row) every N steps, so a killed "
+        "training resumes there; -1: every 10% of the steps, at least 50; 0: never. Not part of the train id.",
+        lambda x: None if x >= -1 else "must be -1 (every 10% of the steps), 0 (never) or a step count",
+    )
 
 
 @dataclass
@@ -114,6 +121,20 @@ class ReportConfig:
 
 
 @dataclass
+class ExecutorConfig:
+    name: str = option("local", "local: one process runs every training in turn; ray: one Ray task per training "
+                       "(and its cells), on a local Ray instance or a cluster (pip install dcobench[ray]).",
+                       choices=["local", "ray"])
+    address: str = option("", "Ray cluster address (what `ray start --head` prints, or auto); empty: $RAY_ADDRESS, "
+                          "else a local Ray instance.")
+    num_gpus: float = option(-1.0, "GPUs per Ray training task; -1: 1 when the cluster has GPUs, else 0.",
+                             lambda x: None if x >= 0 or x == -1 else "must be -1 (auto) or >= 0")
+    num_cpus: float = option(1.0, "CPUs per Ray training task.", positive)
+    workers: int = option(0, "Local Ray instance only: training tasks at a time; 0: one per GPU, or 2 without GPUs.",
+                          non_negative)
+
+
+@dataclass
 class MethodConfig:
     """Fields shared by every method; each objective subclasses this with its own knobs."""
 
@@ -138,6 +159,8 @@ class RunConfig:
     merges: dict[str, MethodConfig] = option({}, "Merge method name -> its config, e.g. merges.ziplora.steps=50.")
     styles: list[str] = option([], "Styles that --merge pairs with the subjects; empty uses all of the suite's.")
     device: str = option("auto", "auto, cpu, cuda or cuda:N.")
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig, metadata={
+        "help": "How cells run (`--executor`, `--ray-address`, `--workers`); not recorded in run.json."})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "LoRA training."})
     sample: SampleConfig = field(default_factory=SampleConfig, metadata={"help": "Sampling."})
     score: ScoreConfig = field(default_factory=ScoreConfig, metadata={"help": "Scoring."})
@@ -169,6 +192,8 @@ def _coerce(value, tp, where: str):
     if tp is Any:
         return value
     if tp is bool:
+        if isinstance(value, str) and value.lower() in YAML11_BOOLS:  # YAML 1.1 spellings are still meant as booleans
+            return YAML11_BOOLS[value.lower()]
         if isinstance(value, bool):
             return value
         raise DcoError(f"{where}: expected true or false (got {value!r})")
@@ -184,8 +209,13 @@ def _coerce(value, tp, where: str):
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise DcoError(f"{where}: expected a number (got {value!r})")
+        if not math.isfinite(value):
+            raise DcoError(f"{where}: expected a finite number (got {value!r}); give a real value")
         return float(value)
     if tp is str:
+        if isinstance(value, bool):
+            raise DcoError(f"{where}: expected a string (got the boolean {str(value).lower()}); quote the value, "
+                           f"e.g. {where.rsplit('.', 1)[-1]}: \"...\"")
         if not isinstance(value, str):
             raise DcoError(f"{where}: expected a string (got {value!r})")
         return value
@@ -237,6 +267,28 @@ def field_help(cls, prefix: str = "") -> list[tuple[str, str, str]]:
 # ---------------------------------------------------------------------------------------------
 # YAML files and key=value overrides
 
+YAML11_BOOLS = {"yes": True, "on": True, "y": True, "no": False, "off": False, "n": False}
+
+
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 booleans: only true / false.
+
+    PyYAML follows YAML 1.1, where yes / no / on / off are booleans too, so `mixed_precision: no`
+    arrived as False and failed as "expected a string". Here they stay strings; a boolean field
+    still accepts them (`_coerce`)."""
+
+
+YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                 list("tTfF"))
+
+
+def yaml_load(text: str):
+    return yaml.load(text, Loader=YamlLoader)
+
 
 def load_yaml(path: str | Path) -> dict:
     """A YAML file whose top level is a mapping (a run config, a suite, a subject.yaml)."""
@@ -244,13 +296,16 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise DcoError(f"{path}: config file not found; pass an existing YAML file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml_load(path.read_text()) or {}
+    except UnicodeDecodeError:
+        raise DcoError(f"{path}: not a text file (not UTF-8); pass a YAML file")
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
         raise DcoError(f"{path}:{line} is not valid YAML ({getattr(e, 'problem', e)}); fix the syntax")
     if not isinstance(data, dict):
-        raise DcoError(f"{path}: the top level must be a mapping of options")
+        raise DcoError(f"{path}: the top level must be a mapping of options (key: value), not a "
+                       f"{type(data).__name__}; e.g. `train: {{steps: 400}}`")
     return data
 
 
@@ -259,7 +314,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise DcoError(f"override '{text}': expected key=value, e.g. methods.dco.beta=2000")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.strip().split("."), value

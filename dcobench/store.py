@@ -6,6 +6,8 @@
     OUT/cells/<cell_id>/images/*.png  the sampled grid
     OUT/cells/<cell_id>/manifest.json what produced each image
     OUT/cells/<cell_id>/result.json   written last and atomically: its presence marks a finished cell
+    OUT/loras/<train_id>/resume/      a killed training's last saved state (removed once the LoRA is final)
+    OUT/.locks/                       the file locks of processes sharing the folder (`locks.py`)
 
 Every file is written to a temporary name in the same folder and renamed into place, so a killed
 run never leaves a truncated file under a final name.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import functools
 import json
 import os
@@ -24,10 +27,45 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from .errors import DcoError
+
 UMASK = os.umask(0)
 os.umask(UMASK)
 
 PACKAGES = ("dcobench", "torch", "diffusers", "transformers", "peft", "open_clip_torch", "timm", "accelerate", "numpy")
+
+
+# What a full disk or an unwritable folder raises: a user's problem with one fix, not a bug.
+DISK_ERRORS = {
+    errno.ENOSPC: "the disk is full; free space (or pick another --out) and rerun the same command",
+    errno.EDQUOT: "the disk quota is exhausted; free space (or pick another --out) and rerun the same command",
+    errno.EROFS: "the file system is read-only; pick a writable --out",
+    errno.EACCES: "permission denied; pick a writable --out or fix the folder's permissions",
+    errno.EPERM: "permission denied; pick a writable --out or fix the folder's permissions",
+}
+
+
+@contextlib.contextmanager
+def writing(path: Path):
+    """Turn a full disk or an unwritable folder while writing `path` into a one-line DcoError; the
+    atomic writers below have removed their temporary files by then, so nothing half-written stays."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in DISK_ERRORS:
+            raise
+        raise DcoError(f"{path}: cannot write ({os.strerror(e.errno)}): {DISK_ERRORS[e.errno]}; finished cells "
+                       "are kept") from e
+
+
+def check_writable(folder: Path) -> None:
+    """Create `folder` and a file in it now, so an unwritable --out fails before any work."""
+    folder = Path(folder)
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.")
+        os.close(fd)
+        os.unlink(probe)
 
 
 @contextlib.contextmanager
@@ -36,33 +74,36 @@ def atomic_folder(path: Path):
     `path`'s place (a previous one is moved aside, then deleted), so `path` is never half-written.
     If the block fails, `path` is untouched and the temporary folder is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
-        yield tmp
-        if path.exists():
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-old-"))
-            os.rename(path, old / "x")
-            shutil.rmtree(old, ignore_errors=True)
-        os.rename(tmp, path)
+        with writing(path):
+            yield tmp
+            if path.exists():
+                old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-old-"))
+                os.rename(path, old / "x")
+                shutil.rmtree(old, ignore_errors=True)
+            os.rename(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes 0600; results are meant to be shared
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes 0600; results are meant to be shared
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def to_json(obj) -> str:
