@@ -52,7 +52,10 @@ def save_lora(pipe, folder: Path) -> Path:
     family = family_of(pipe)
     model = family.denoiser(pipe)
     state = family.lora_layers(model, TRAIN_ADAPTER)
-    metadata = model.peft_config[TRAIN_ADAPTER].to_dict()
+    # peft keeps target_modules as a set, whose order changes with each process's string hashing:
+    # sorted, the same training writes the same bytes in any process
+    metadata = {k: sorted(v) if isinstance(v, (set, frozenset)) else v
+                for k, v in model.peft_config[TRAIN_ADAPTER].to_dict().items()}
     type(pipe).save_lora_weights(folder, **family.lora_save_kwargs(state, metadata), weight_name=WEIGHT_NAME)
     return Path(folder) / WEIGHT_NAME
 
@@ -66,9 +69,12 @@ def remove_training_adapter(model) -> None:
 
 
 def load_lora(pipe, folder: Path, adapter_name: str = "dcobench") -> str:
+    from .store import check_safetensors
+
     path = Path(folder) / WEIGHT_NAME
     if not path.is_file():
         raise DcoError(f"{path}: LoRA file not found; rerun training or point to a folder with {WEIGHT_NAME}")
+    check_safetensors(path, f"delete {Path(folder)} and rerun to train it again")
     pipe.load_lora_weights(str(folder), weight_name=WEIGHT_NAME, adapter_name=adapter_name)
     return adapter_name
 
@@ -93,19 +99,16 @@ def export_kohya(src: str | Path, out: str | Path) -> Path:
     (`lora_unet_*` keys with `.lora_down` / `.lora_up` / `.alpha`), the format ComfyUI, A1111 and
     kohya's scripts load, through diffusers' converters: to peft keys, then to kohya keys. The
     converter writes alpha = rank; the LoRA's own alpha replaces it, so the scale survives."""
-    from safetensors import safe_open
     from safetensors.torch import save
     from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya, convert_unet_state_dict_to_peft
 
-    from .store import atomic_write_bytes
+    from .store import atomic_write_bytes, read_safetensors
 
     src = Path(src)
     file = src / WEIGHT_NAME if src.is_dir() else src
     if not file.is_file():
         raise DcoError(f"{file}: LoRA file not found; pass a LoRA folder (with {WEIGHT_NAME}) or the file")
-    with safe_open(str(file), "pt") as f:
-        meta = f.metadata() or {}
-        state = {k: f.get_tensor(k) for k in f.keys()}
+    state, meta = read_safetensors(file, "export a LoRA that loads (retrain it if it was cut off)")
     if not state or not all(k.startswith("unet.") for k in state):
         raise DcoError(f"{file}: not a diffusers-format UNet LoRA (keys 'unet.*'); export LoRAs dcobench saved")
     peft = convert_unet_state_dict_to_peft({k.removeprefix("unet."): v for k, v in state.items()})

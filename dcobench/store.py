@@ -136,6 +136,28 @@ def read_json(path: Path):
     return json.loads(Path(path).read_text())
 
 
+def read_safetensors(path: Path, fix: str = "replace it") -> tuple[dict, dict]:
+    """(tensors, metadata) of a .safetensors file; a truncated or corrupt one is a one-line error."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+    except SafetensorError as e:
+        raise DcoError(f"{path}: not a readable .safetensors file ({e}; truncated or corrupt); {fix}")
+
+
+def check_safetensors(path: Path, fix: str = "replace it") -> None:
+    """Read only the header (a truncated file fails there): cheap enough before every LoRA load."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt"):
+            pass
+    except SafetensorError as e:
+        raise DcoError(f"{path}: not a readable .safetensors file ({e}; truncated or corrupt); {fix}")
+
+
 @functools.lru_cache(maxsize=1)
 def git_hash() -> str:
     here = Path(__file__).resolve().parent
