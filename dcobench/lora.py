@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 
 from .errors import DcoError
+from .store import (atomic_write_bytes, canonical_safetensors, canonicalize_safetensors, check_safetensors,
+                    read_safetensors)
 
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 TRAIN_ADAPTER = "dcobench_train"
@@ -52,12 +54,16 @@ def save_lora(pipe, folder: Path) -> Path:
     family = family_of(pipe)
     model = family.denoiser(pipe)
     state = family.lora_layers(model, TRAIN_ADAPTER)
-    # peft keeps target_modules as a set, whose order changes with each process's string hashing:
-    # sorted, the same training writes the same bytes in any process
-    metadata = {k: sorted(v) if isinstance(v, (set, frozenset)) else v
-                for k, v in model.peft_config[TRAIN_ADAPTER].to_dict().items()}
+    metadata = adapter_metadata(model.peft_config[TRAIN_ADAPTER])
     type(pipe).save_lora_weights(folder, **family.lora_save_kwargs(state, metadata), weight_name=WEIGHT_NAME)
+    canonicalize_safetensors(Path(folder) / WEIGHT_NAME)
     return Path(folder) / WEIGHT_NAME
+
+
+def adapter_metadata(config) -> dict:
+    """A LoraConfig as saved metadata, with its sets (target_modules) sorted: their order changes
+    with each process's string hashing, and the same training should write the same bytes."""
+    return {k: sorted(v) if isinstance(v, (set, frozenset)) else v for k, v in config.to_dict().items()}
 
 
 def has_training_adapter(model) -> bool:
@@ -69,8 +75,6 @@ def remove_training_adapter(model) -> None:
 
 
 def load_lora(pipe, folder: Path, adapter_name: str = "dcobench") -> str:
-    from .store import check_safetensors
-
     path = Path(folder) / WEIGHT_NAME
     if not path.is_file():
         raise DcoError(f"{path}: LoRA file not found; rerun training or point to a folder with {WEIGHT_NAME}")
@@ -102,8 +106,6 @@ def export_kohya(src: str | Path, out: str | Path) -> Path:
     from safetensors.torch import save
     from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya, convert_unet_state_dict_to_peft
 
-    from .store import atomic_write_bytes, read_safetensors
-
     src = Path(src)
     file = src / WEIGHT_NAME if src.is_dir() else src
     if not file.is_file():
@@ -120,5 +122,5 @@ def export_kohya(src: str | Path, out: str | Path) -> Path:
     header = {"ss_network_module": "networks.lora", "ss_network_dim": str(rank or max(ranks)),
               "ss_network_alpha": str(alpha if alpha is not None else max(ranks)), "dcobench_source": file.name}
     out = Path(out)
-    atomic_write_bytes(out, save({k: v.contiguous() for k, v in kohya.items()}, metadata=header))
+    atomic_write_bytes(out, canonical_safetensors(save({k: v.contiguous() for k, v in kohya.items()}, metadata=header)))
     return out

@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 
 from .errors import DcoError
-from .lora import WEIGHT_NAME
+from .lora import WEIGHT_NAME, adapter_metadata
 from .registry import MERGES
-from .store import atomic_folder, atomic_write_json, read_safetensors
+from .store import atomic_folder, atomic_write_json, canonicalize_safetensors, read_safetensors
 
 
 @dataclass
@@ -141,7 +141,8 @@ def save_merged(state: dict[str, torch.Tensor], rank: int, modules: list[str], f
     cfg = LoraConfig(r=rank, lora_alpha=rank, target_modules=targets)
     folder = Path(folder)
     (pipeline_cls or StableDiffusionPipeline).save_lora_weights(
-        folder, unet_lora_layers=state, unet_lora_adapter_metadata=cfg.to_dict(), weight_name=WEIGHT_NAME)
+        folder, unet_lora_layers=state, unet_lora_adapter_metadata=adapter_metadata(cfg), weight_name=WEIGHT_NAME)
+    canonicalize_safetensors(folder / WEIGHT_NAME)
     return folder / WEIGHT_NAME
 
 

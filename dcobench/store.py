@@ -147,6 +147,30 @@ def read_safetensors(path: Path, fix: str = "replace it") -> tuple[dict, dict]:
         raise DcoError(f"{path}: not a readable .safetensors file ({e}; truncated or corrupt); {fix}")
 
 
+def canonical_safetensors(data: bytes) -> bytes:
+    """The same .safetensors file with its metadata keys sorted. safetensors keeps the metadata in a
+    Rust HashMap, whose order changes with every process, so the same tensors and metadata came out
+    as different bytes in two runs. Tensor offsets count from the end of the header, so only the
+    header is rewritten (padded to 8 bytes, as the format asks)."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    meta = header.pop("__metadata__", None)
+    if not meta:
+        return data
+    text = json.dumps({"__metadata__": dict(sorted(meta.items())), **header}, separators=(",", ":"),
+                      ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + n :]
+
+
+def canonicalize_safetensors(path: Path) -> None:
+    """Rewrite a .safetensors file in place (atomically) with `canonical_safetensors`."""
+    data = Path(path).read_bytes()
+    fixed = canonical_safetensors(data)
+    if fixed != data:
+        atomic_write_bytes(path, fixed)
+
+
 def check_safetensors(path: Path, fix: str = "replace it") -> None:
     """Read only the header (a truncated file fails there): cheap enough before every LoRA load."""
     from safetensors import SafetensorError, safe_open

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 from ..errors import DcoError
 from ..execute import Context, run_unit
@@ -47,6 +48,7 @@ def connect(cfg) -> bool:
     quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
     address = cfg.address or os.environ.get("RAY_ADDRESS", "")
     if address:
+        check_reachable(address)
         try:
             ray.init(address=address, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as e:
@@ -57,6 +59,18 @@ def connect(cfg) -> bool:
         cpus = {"num_cpus": int(cfg.workers * cfg.num_cpus)} if cfg.workers else {}
         ray.init(include_dashboard=False, **cpus, **quiet)
     return True
+
+
+def check_reachable(address: str) -> None:
+    """A plain host:port must accept a connection: Ray itself retries an unreachable one for minutes."""
+    if address in ("auto", "local") or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except (OSError, ValueError) as e:
+        raise DcoError(f"--ray-address {address}: nothing answers there ({type(e).__name__}: {e}); start a cluster "
+                       "with `ray start --head` and pass the address it prints (host:6379)")
 
 
 def run_ray(plan, store, units, progress, on_cell) -> dict:
