@@ -24,7 +24,7 @@ from .cells import ALONE, Cell, MergeCell
 from .config import (RunConfig, SampleConfig, TrainConfig, check_value, deep_merge, from_dict,
                      load_yaml, parse_override, set_dotted)
 from .errors import DcoError, did_you_mean
-from .registry import MERGES, METHODS
+from .registry import MERGES, METHODS, METRICS
 from .suites import Suite, get_suite
 
 DEFAULT_METHODS = ["dco", "dreambooth"]
@@ -92,6 +92,8 @@ def resolve(config_path=None, overrides=(), methods: list[str] | None = None, su
         family = family_of_model(suite_obj.model)
         if family is not None:
             family.check_merges()
+    for m in cfg.score.metrics:
+        METRICS.get(m)  # an unknown name fails here, also when every cell is already done
     for m in cfg.report.pareto_metrics:
         if m not in cfg.score.metrics:
             raise DcoError(f"report.pareto_metrics: '{m}' is not scored by this run (score.metrics: "

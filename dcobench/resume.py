@@ -97,7 +97,8 @@ class Resume:
             if set(state["lora"]) != set(params):
                 raise KeyError("the LoRA layers differ")
         except Exception as e:  # any unreadable or foreign file: the user decides to drop it
-            raise DcoError(f"{self.path}: cannot resume from this state ({type(e).__name__}: {e}); delete the "
+            why = " ".join(str(e).split()).split(". ")[0][:120]
+            raise DcoError(f"{self.path}: cannot resume from this state ({type(e).__name__}: {why}); delete the "
                            "resume folder to train this LoRA from step 0")
         with torch.no_grad():
             for name, p in params.items():

@@ -133,6 +133,9 @@ def check_image(path: Path) -> None:
         raise
     except Image.DecompressionBombError:
         raise DcoError(f"{path}: the image is too large to decode safely; downscale it")
+    except Image.UnidentifiedImageError:
+        what = "an empty file (0 bytes)" if path.stat().st_size == 0 else "not an image format Pillow can read"
+        raise DcoError(f"{path}: cannot read image ({what}); replace or delete the file")
     except Exception as e:
         raise DcoError(f"{path}: cannot read image ({type(e).__name__}: {' '.join(str(e).split())[:80]}); "
                        "replace or delete the file")
