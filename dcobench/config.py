@@ -156,6 +156,9 @@ class RunConfig:
     merges: dict[str, MethodConfig] = option({}, "Merge method name -> its config, e.g. merges.ziplora.steps=50.")
     styles: list[str] = option([], "Styles that --merge pairs with the subjects; empty uses all of the suite's.")
     device: str = option("auto", "auto, cpu, cuda or cuda:N.")
+    deterministic: bool = option(
+        False, "PyTorch's deterministic kernels (torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG=:4096:8, "
+        "no cuDNN autotuning): bit-identical GPU trainings on one GPU model and software stack, at some speed cost.")
     executor: ExecutorConfig = field(default_factory=ExecutorConfig, metadata={
         "help": "How cells run (`--executor`, `--ray-address`, `--workers`); not recorded in run.json."})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "LoRA training."})

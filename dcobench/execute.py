@@ -51,6 +51,10 @@ class Context:
     @classmethod
     def open(cls, config, model: str, resolution: int, model_id: str) -> "Context":
         """The scorer first (missing weights fail in seconds, before any training), then the pipeline."""
+        if config.deterministic:  # before the first CUDA call: cuBLAS reads its workspace setting once
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
         device = resolve_device(config.device)
         scorer = Scorer(config.score, device) if config.score.enabled else None
         pipe = load_pipeline(model, device, DTYPES[config.train.mixed_precision])

@@ -210,11 +210,16 @@ def package_versions() -> dict[str, str]:
 
 
 def provenance() -> dict:
+    import sys
+
+    torch = sys.modules.get("torch")  # imported by whoever trained or sampled; store.py does not need it
     return {
         "git": git_hash(),
         "versions": package_versions(),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        # CPU results are bit-identical only at the same thread count (reductions split differently)
+        **({"torch_threads": torch.get_num_threads()} if torch is not None else {}),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 

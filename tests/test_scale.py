@@ -182,3 +182,18 @@ def test_ray_with_two_workers_equals_local(reference, tmp_path):
     write_report(out)
     assert (out / "report" / "summary.csv").read_bytes() == (reference / "report" / "summary.csv").read_bytes()
     assert json.loads((out / "run.json").read_text()) == json.loads((reference / "run.json").read_text())
+
+
+def test_deterministic_kernels_change_nothing_on_the_cpu(reference, tmp_path):
+    """`deterministic=true` (PyTorch's deterministic algorithms, for GPUs) runs on the CPU and gives
+    the reference's bytes."""
+    import torch
+
+    plan = make_plan(overrides=FAST + ["subjects=[robot]", "deterministic=true"], suite="tiny", methods=["dreambooth"])
+    try:
+        run_plan(plan, tmp_path / "run", show_progress=False)
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    mine = files(tmp_path / "run")
+    assert len(mine) > 5 and all(mine[k] == files(reference)[k] for k in mine)
