@@ -214,6 +214,7 @@ CASES = [
     Case("1x1 image", "03.png: is 1x1 pixels", lambda e: e.suite(_image("03.png", lambda: Image.new("RGB", (1, 1))))),
     Case("animated GIF", "03.gif: is animated (3 frames)", lambda e: e.suite(_animated_gif)),
     Case("huge image", "downscale it", lambda e: e.suite(_huge_png)),
+    Case("missing subject folder", "subject folder not found", lambda e: e.suite(shutil.rmtree)),
     Case("caption without the identifier", "00.txt: caption does not contain the identifier 'sks'",
          lambda e: e.suite(lambda d: (d / "00.txt").write_text("a photo of a toy"))),
     # config files and values
