@@ -136,6 +136,7 @@ def class_images(
 def _generate(pipe, folder: Path, key: dict, digest: str, class_prompt: str, count: int, seed: int,
               sample_cfg: SampleConfig, resolution: int) -> None:
     parent = folder.parent
+    parent.mkdir(parents=True, exist_ok=True)
     # a unique name per attempt: a killed run's leftover is never appended to or mistaken for ours
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{digest}-"))
     try:
