@@ -127,8 +127,8 @@ class ExecutorConfig:
     num_gpus: float = option(-1.0, "GPUs per Ray training task; -1: 1 when the cluster has GPUs, else 0.",
                              lambda x: None if x >= 0 or x == -1 else "must be -1 (auto) or >= 0")
     num_cpus: float = option(1.0, "CPUs per Ray training task.", positive)
-    workers: int = option(0, "Local Ray instance only: training tasks at a time; 0: one per GPU, or 2 without GPUs.",
-                          non_negative)
+    workers: int = option(0, "Local Ray instance only: training tasks at a time; 0: as many as the machine's CPUs "
+                          "(or GPUs) allow.", non_negative)
 
 
 @dataclass
