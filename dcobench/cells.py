@@ -24,6 +24,9 @@ from .config import MethodConfig, SampleConfig, TrainConfig
 from .suites.base import Subject, Suite
 
 ALONE = ("subject", "style")  # the unmerged rows of a merge pair
+# Training fields that cannot change the trained LoRA: kept out of the train id (and so the cell id),
+# so that adding them kept every existing id, and changing them never retrains.
+NOT_IDENTITY = ("resume_every",)
 _STYLED = re.compile(r"\bstyle\b")
 
 
@@ -80,7 +83,7 @@ class Cell:
         return {
             "method": self.method,
             "method_config": _public(self.method_cfg),
-            "train": config_identity(self.train),
+            "train": {k: v for k, v in config_identity(self.train).items() if k not in NOT_IDENTITY},
             "subject": {"name": self.subject.name, "fingerprint": self.subject.fingerprint(),
                         "class_noun": self.subject.class_noun, "identifier": self.subject.identifier},
             "seed": self.seed,

@@ -70,17 +70,31 @@ def run(
     out: Path = typer.Option(Path("runs/default"), help="Run folder; rerunning resumes it."),
     merge: Optional[str] = typer.Option(None, help="Comma-separated merge methods (direct,ziplora): also train "
                                                     "style LoRAs and merge them with each subject LoRA."),
+    shard: Optional[str] = typer.Option(None, help="i/n: run only shard i of n (1 <= i <= n), split by training so "
+                                                   "no LoRA is trained twice; shards may share --out."),
+    executor: Optional[str] = typer.Option(None, help="local (default) or ray: one Ray task per training and its "
+                                                      "cells (pip install 'dcobench[ray]')."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join (what `ray start --head` prints); "
+                                                         "default $RAY_ADDRESS, else a local Ray instance."),
+    workers: Optional[int] = typer.Option(None, help="Local Ray instance: training tasks at a time."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ):
     """Train, sample and store every cell; cells with a result.json are skipped."""
-    from .plan import make_plan
+    from .plan import make_plan, parse_shard
     from .runner import console, run_plan
 
-    plan = make_plan(config, overrides or [], _names(methods), suite, data, model,
+    part = parse_shard(shard) if shard is not None else None
+    flags = [f"executor.{k}={v}" for k, v in (("name", executor), ("address", ray_address), ("workers", workers))
+             if v is not None]
+    if ray_address is not None and executor is None:
+        flags.append("executor.name=ray")
+    plan = make_plan(config, [*(overrides or []), *flags], _names(methods), suite, data, model,
                      _names(merge, "--merge", "direct,ziplora"))
-    stats = run_plan(plan, out, show_progress=not quiet)
+    stats = run_plan(plan, out, show_progress=not quiet, shard=part)
+    where = f" (shard {shard})" if part else ""
+    others = f", {stats['elsewhere']} by another process" if stats.get("elsewhere") else ""
     console.print(
-        f"{stats['cells']} cells in {out}: {stats['sampled']} run, {stats['skipped']} already done, "
+        f"{stats['cells']} cells in {out}{where}: {stats['sampled']} run, {stats['skipped']} already done{others}, "
         f"{stats['trained']} LoRAs trained"
     )
 
@@ -110,7 +124,8 @@ def score(
 ):
     """(Re)score stored images under a protocol, without retraining."""
     from .config import ScoreConfig, deep_merge, from_dict
-    from .runner import console, rescore
+    from .runner import console
+    from .scoring import rescore
     from .store import read_json
 
     base = {}
@@ -125,15 +140,17 @@ def score(
 
 @app.command()
 def report(
-    run_dir: Path = typer.Argument(..., help="A run folder written by `dcobench run`."),
-    out: Optional[Path] = typer.Option(None, help="Report folder (default RUN_DIR/report)."),
+    run_dirs: List[Path] = typer.Argument(..., help="Run folders written by `dcobench run` (e.g. one per shard)."),
+    out: Optional[Path] = typer.Option(None, help="Report folder (default RUN_DIR/report; needed for several)."),
     pareto: Optional[str] = typer.Option(None, help="Comma-separated subject metrics for the Pareto plot and "
                                                     "dominance table (default: the run's report.pareto_metrics)."),
 ):
     """Summary tables, Pareto plots, prompt grids and index.html: a pure fold over result.json files."""
     from .report import write_report
 
-    paths = write_report(run_dir, out, _names(pareto, "--pareto", "clip_i,dino"))
+    if len(run_dirs) > 1 and out is None:
+        raise DcoError("report: several run folders need --out DIR for the combined report")
+    paths = write_report(run_dirs if len(run_dirs) > 1 else run_dirs[0], out, _names(pareto, "--pareto", "clip_i,dino"))
     typer.echo(f"report: {paths['index_html']}")
 
 
@@ -175,13 +192,12 @@ def caption(
     force: bool = typer.Option(False, "--force", help="Overwrite existing caption files."),
 ):
     """Write a comprehensive caption file (<image>.txt, with the identifier) beside each reference image."""
-    import yaml
-
     from .captions import caption_folder
+    from .config import load_yaml
 
     meta = {}
     if (subject_dir / "subject.yaml").is_file():
-        meta = yaml.safe_load((subject_dir / "subject.yaml").read_text()) or {}
+        meta = load_yaml(subject_dir / "subject.yaml")
     noun = class_noun or meta.get("class_noun")
     if not noun:
         raise DcoError(f"{subject_dir}: no class noun; pass --class-noun dog or add class_noun to subject.yaml")

@@ -8,15 +8,14 @@ dotted field, so a typo in `methods.dco.betta=2000` fails before anything runs.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import DcoError, did_you_mean
+from .overrides import YAML11_BOOLS, deep_merge, load_yaml, parse_override, set_dotted, yaml_load  # noqa: F401
 
 
 def option(default, help: str, check=None, choices=None, id_default: bool = False):
@@ -75,6 +74,11 @@ class TrainConfig:
     caption_template: str = option(
         "", "The caption of train.captions=template, with {identifier} and {class_noun}; empty: 'a photo of "
         "{identifier} {class_noun}' (styles: 'a picture in {identifier} style').", id_default=True)
+    resume_every: int = option(
+        -1, "Save a resumable training state (LoRA, optimizer, RNG, token row) every N steps, so a killed "
+        "training resumes there; -1: every 10% of the steps, at least 50; 0: never. Not part of the train id.",
+        lambda x: None if x >= -1 else "must be -1 (every 10% of the steps), 0 (never) or a step count",
+    )
 
 
 @dataclass
@@ -125,6 +129,20 @@ class ReportConfig:
 
 
 @dataclass
+class ExecutorConfig:
+    name: str = option("local", "local: one process runs every training in turn; ray: one Ray task per training "
+                       "(and its cells), on a local Ray instance or a cluster (pip install dcobench[ray]).",
+                       choices=["local", "ray"])
+    address: str = option("", "Ray cluster address (what `ray start --head` prints, or auto); empty: $RAY_ADDRESS, "
+                          "else a local Ray instance.")
+    num_gpus: float = option(-1.0, "GPUs per Ray training task; -1: 1 when the cluster has GPUs, else 0.",
+                             lambda x: None if x >= 0 or x == -1 else "must be -1 (auto) or >= 0")
+    num_cpus: float = option(1.0, "CPUs per Ray training task.", positive)
+    workers: int = option(0, "Local Ray instance only: training tasks at a time; 0: as many as the machine's CPUs "
+                          "(or GPUs) allow.", non_negative)
+
+
+@dataclass
 class MethodConfig:
     """Fields shared by every method; each objective subclasses this with its own knobs."""
 
@@ -149,6 +167,11 @@ class RunConfig:
     merges: dict[str, MethodConfig] = option({}, "Merge method name -> its config, e.g. merges.ziplora.steps=50.")
     styles: list[str] = option([], "Styles that --merge pairs with the subjects; empty uses all of the suite's.")
     device: str = option("auto", "auto, cpu, cuda or cuda:N.")
+    deterministic: bool = option(
+        False, "PyTorch's deterministic kernels (torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG=:4096:8, "
+        "no cuDNN autotuning): bit-identical GPU trainings on one GPU model and software stack, at some speed cost.")
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig, metadata={
+        "help": "How cells run (`--executor`, `--ray-address`, `--workers`); not recorded in run.json."})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "LoRA training."})
     sample: SampleConfig = field(default_factory=SampleConfig, metadata={"help": "Sampling."})
     score: ScoreConfig = field(default_factory=ScoreConfig, metadata={"help": "Scoring."})
@@ -180,6 +203,8 @@ def _coerce(value, tp, where: str):
     if tp is Any:
         return value
     if tp is bool:
+        if isinstance(value, str) and value.lower() in YAML11_BOOLS:  # YAML 1.1 spellings are still meant as booleans
+            return YAML11_BOOLS[value.lower()]
         if isinstance(value, bool):
             return value
         raise DcoError(f"{where}: expected true or false (got {value!r})")
@@ -195,8 +220,13 @@ def _coerce(value, tp, where: str):
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise DcoError(f"{where}: expected a number (got {value!r})")
+        if not math.isfinite(value):
+            raise DcoError(f"{where}: expected a finite number (got {value!r}); give a real value")
         return float(value)
     if tp is str:
+        if isinstance(value, bool):
+            raise DcoError(f"{where}: expected a string (got the boolean {str(value).lower()}); quote the value, "
+                           f"e.g. {where.rsplit('.', 1)[-1]}: \"...\"")
         if not isinstance(value, str):
             raise DcoError(f"{where}: expected a string (got {value!r})")
         return value
@@ -243,50 +273,3 @@ def field_help(cls, prefix: str = "") -> list[tuple[str, str, str]]:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         rows.append((prefix + f.name, repr(default), f.metadata.get("help", "")))
     return rows
-
-
-# ---------------------------------------------------------------------------------------------
-# YAML files and key=value overrides
-
-
-def load_yaml(path: str | Path) -> dict:
-    """A YAML file whose top level is a mapping (a run config, a suite, a subject.yaml)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DcoError(f"{path}: config file not found; pass an existing YAML file")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        raise DcoError(f"{path}:{line} is not valid YAML ({getattr(e, 'problem', e)}); fix the syntax")
-    if not isinstance(data, dict):
-        raise DcoError(f"{path}: the top level must be a mapping of options")
-    return data
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise DcoError(f"override '{text}': expected key=value, e.g. methods.dco.beta=2000")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.strip().split("."), value
-
-
-def set_dotted(data: dict, keys: list[str], value) -> None:
-    for k in keys[:-1]:
-        node = data.get(k)
-        if not isinstance(node, dict):
-            node = data[k] = {}
-        data = node
-    data[keys[-1]] = value
-
-
-def deep_merge(base: dict, top: dict) -> dict:
-    out = dict(base)
-    for k, v in (top or {}).items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out

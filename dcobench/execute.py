@@ -9,31 +9,57 @@ place result.json is assembled.
 
 `Context` is what a run keeps in memory across cells: the pipeline, its conditioning and
 sampler, and per-subject caches (VAE posteriors of the references, class images).
+
+`run_unit` runs one unit (`plan.Unit`: a training and its cells) under the run folder's locks
+(`locks.py`), so that any number of processes, shards or Ray tasks can share one folder: each LoRA
+is trained once, each cell run once. A training saves a resumable state as it goes (`resume.py`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from .cells import ALONE, Cell, MergeCell
 from .lora import WEIGHT_NAME, has_training_adapter, load_lora, remove_training_adapter, save_lora, unload_lora
+from .locks import Locks
 from .merging import merge_loras
-from .models.pipeline import Conditioner
+from .models.pipeline import Conditioner, load_pipeline, resolve_device
 from .prior import class_images, class_prompt_for
 from .registry import METHODS
+from .resume import Resume, resume_interval
 from .sampling import GuidedSampler, grid_jobs, sample_grid
 from .scoring import Scorer
-from .store import RunDir, atomic_folder, atomic_write_json, provenance, read_json
+from .store import RunDir, atomic_folder, atomic_write_json, provenance, read_json, writing
 from .tokens import META_FILE as TOKENS_META
 from .tokens import load_tokens, unload_tokens
 from .trainer import PriorData, encode_images, train_lora
 
 
+DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 class Context:
     """The pipeline and per-subject caches a run keeps from training through scoring."""
+
+    @classmethod
+    def open(cls, config, model: str, resolution: int, model_id: str) -> "Context":
+        """The scorer first (missing weights fail in seconds, before any training), then the pipeline."""
+        if config.deterministic:  # before the first CUDA call: cuBLAS reads its workspace setting once
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        device = resolve_device(config.device)
+        scorer = Scorer(config.score, device) if config.score.enabled else None
+        pipe = load_pipeline(model, device, DTYPES[config.train.mixed_precision])
+        pipe.vae.to(torch.float32)  # encoding and decoding stay fp32: cheap, and SDXL's VAE overflows in fp16
+        return cls(pipe, resolution, scorer, model_id=model_id)
 
     def __init__(self, pipe, resolution: int, scorer: Scorer | None = None, model_id: str = ""):
         self.pipe = pipe
@@ -70,9 +96,16 @@ def _save(ctx: Context, folder: Path, tokens) -> None:
         tokens.save(folder)
 
 
+def _save_folder(ctx: Context, folder: Path, tokens) -> None:
+    with atomic_folder(folder) as tmp:
+        _save(ctx, tmp, tokens)
+
+
 def train(ctx: Context, cell: Cell, lora_dir: Path, progress) -> None:
-    """Train the cell's LoRA into `lora_dir` (atomically): the weights and train.json, whose
-    `curves` hold every logged value of the objective per optimizer step."""
+    """Train the cell's LoRA into `lora_dir`: the weights, then train.json (its presence marks the
+    LoRA final), whose `curves` hold every logged value of the objective per optimizer step.
+    A killed training resumes from `lora_dir/resume/`; checkpoints go straight to
+    `lora_dir/checkpoint-N/`, each atomically."""
     objective = METHODS.get(cell.method)(cell.method_cfg)
     prior = ctx.prior(cell) if objective.needs_prior else None
     task = progress.add_task(f"train {cell.train_id}", total=cell.train.steps)
@@ -83,21 +116,30 @@ def train(ctx: Context, cell: Cell, lora_dir: Path, progress) -> None:
             curves.setdefault(k, []).append(round(float(v), 6))
         progress.advance(task)
 
-    for stale in lora_dir.parent.glob(f".{lora_dir.name}.*"):  # left by a killed run of this same LoRA
+    for stale in [*lora_dir.parent.glob(f".{lora_dir.name}.*"), *lora_dir.glob(".*")]:  # left by a killed run
         shutil.rmtree(stale, ignore_errors=True)
+    resume = Resume(lora_dir / "resume", resume_interval(cell.train), extra={"curves": curves},
+                    on_load=lambda step: progress.update(task, completed=step))
     report = None
     try:
-        # a half-finished lora_dir from a killed run never has train.json; this replaces it
-        with atomic_folder(lora_dir) as tmp:
-            report = train_lora(ctx.pipe, ctx.cond, ctx.latents(cell.subject), cell.training_subject(), objective,
-                                cell.train, cell.seed, on_step=on_step, prior=prior,
-                                on_checkpoint=lambda step, tokens: _save(ctx, tmp / f"checkpoint-{step}", tokens))
-            _save(ctx, tmp, report.tokens)
-            atomic_write_json(tmp / "train.json", {
-                "train_id": cell.train_id, "config": cell.train_identity(), "losses": report.losses,
-                "curves": curves, "last": report.last, "seconds": round(report.seconds, 3), "steps": report.steps,
-                "provenance": provenance(),
-            })
+        report = train_lora(ctx.pipe, ctx.cond, ctx.latents(cell.subject), cell.training_subject(), objective, cell.train,
+                            cell.seed, on_step=on_step, prior=prior, resume=resume,
+                            on_checkpoint=lambda step, tokens: _save_folder(ctx, lora_dir / f"checkpoint-{step}", tokens))
+        with writing(lora_dir):  # each file renamed into place, then train.json last
+            lora_dir.mkdir(parents=True, exist_ok=True)
+            stage = Path(tempfile.mkdtemp(dir=lora_dir, prefix=".final."))
+            try:
+                _save(ctx, stage, report.tokens)
+                for f in sorted(stage.iterdir()):
+                    os.replace(f, lora_dir / f.name)
+            finally:
+                shutil.rmtree(stage, ignore_errors=True)
+        atomic_write_json(lora_dir / "train.json", {
+            "train_id": cell.train_id, "config": cell.train_identity(), "losses": report.losses,
+            "curves": curves, "last": report.last, "seconds": round(report.seconds, 3), "steps": report.steps,
+            "provenance": provenance(),
+        })
+        resume.clear()
     finally:
         if has_training_adapter(ctx.cond.denoiser):
             remove_training_adapter(ctx.cond.denoiser)
@@ -129,7 +171,9 @@ def sample_from(ctx: Context, folder: Path, token_dirs: list[Path], jobs, sample
 
 def _merged(ctx: Context, cell: MergeCell, store: RunDir, subject_dir: Path, style_dir: Path) -> Path:
     folder = store.root / "merges" / cell.merge_id
-    if not (folder / "merge.json").is_file():
+    with Locks(store.root).hold("merge", cell.merge_id):
+        if (folder / "merge.json").is_file():
+            return folder
         merge_loras(cell.merge, cell.merge_cfg, subject_dir, style_dir, folder,
                     record={**cell.merge_identity(), "merge_id": cell.merge_id}, pipe=ctx.pipe, cond=ctx.cond,
                     subject=cell.training_subject(), subject_latents=ctx.latents(cell.subject),
@@ -174,13 +218,16 @@ def finish_cell(ctx: Context, cell_dir: Path, result: dict, manifest: dict) -> N
 
 def execute(ctx: Context, cell: Cell, store: RunDir, progress) -> int:
     """Train what the cell needs and is not stored yet, sample, score, write result.json; returns
-    the number of LoRAs trained."""
+    the number of LoRAs trained. Each training runs under its lock: a LoRA another process is
+    training is waited for, then read."""
     trained, dirs = 0, []
+    locks = Locks(store.root)
     for tc in [cell.train_cell(w) for w in ALONE] if isinstance(cell, MergeCell) else [cell]:
         dirs.append(store.lora(tc.train_id))
-        if not (dirs[-1] / "train.json").is_file():
-            train(ctx, tc, dirs[-1], progress)
-            trained += 1
+        with locks.hold("train", tc.train_id):
+            if not (dirs[-1] / "train.json").is_file():
+                train(ctx, tc, dirs[-1], progress)
+                trained += 1
     folder, token_dirs = _lora_source(ctx, cell, store, dirs)
     cell_dir = store.cell(cell.cell_id)
     prompts = cell.prompts()
@@ -190,3 +237,24 @@ def execute(ctx: Context, cell: Cell, store: RunDir, progress) -> int:
     result = build_result(cell, store, folder, {"sample_s": round(time.perf_counter() - start, 3)})
     finish_cell(ctx, cell_dir, result, manifest)
     return trained
+
+
+def run_unit(open_context, unit, store: RunDir, progress, wait: bool = True, on_cell=None) -> dict | None:
+    """Run a unit's unfinished cells under the folder's locks; returns counts, or None when `wait` is
+    off and another process is on this unit now. Each cell is checked again under its own lock, so
+    it runs exactly once however many processes share the folder. `open_context()` gives the
+    Context, called only if there is something to run; `on_cell()` is told of each finished cell."""
+    stats = {"trained": 0, "sampled": 0}
+    locks = Locks(store.root)
+    with locks.hold("unit", unit.key, wait=wait) as mine:
+        if not mine:
+            return None
+        for cell in unit.cells:
+            if not store.is_done(cell.cell_id):
+                with locks.hold("cell", cell.cell_id):
+                    if not store.is_done(cell.cell_id):
+                        stats["trained"] += execute(open_context(), cell, store, progress)
+                        stats["sampled"] += 1
+            if on_cell:
+                on_cell()
+    return stats

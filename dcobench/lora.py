@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 
 from .errors import DcoError
+from .store import (atomic_write_bytes, canonical_safetensors, canonicalize_safetensors, check_safetensors,
+                    read_safetensors)
 
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 TRAIN_ADAPTER = "dcobench_train"
@@ -52,9 +54,16 @@ def save_lora(pipe, folder: Path) -> Path:
     family = family_of(pipe)
     model = family.denoiser(pipe)
     state = family.lora_layers(model, TRAIN_ADAPTER)
-    metadata = model.peft_config[TRAIN_ADAPTER].to_dict()
+    metadata = adapter_metadata(model.peft_config[TRAIN_ADAPTER])
     type(pipe).save_lora_weights(folder, **family.lora_save_kwargs(state, metadata), weight_name=WEIGHT_NAME)
+    canonicalize_safetensors(Path(folder) / WEIGHT_NAME)
     return Path(folder) / WEIGHT_NAME
+
+
+def adapter_metadata(config) -> dict:
+    """A LoraConfig as saved metadata, with its sets (target_modules) sorted: their order changes
+    with each process's string hashing, and the same training should write the same bytes."""
+    return {k: sorted(v) if isinstance(v, (set, frozenset)) else v for k, v in config.to_dict().items()}
 
 
 def has_training_adapter(model) -> bool:
@@ -69,6 +78,7 @@ def load_lora(pipe, folder: Path, adapter_name: str = "dcobench") -> str:
     path = Path(folder) / WEIGHT_NAME
     if not path.is_file():
         raise DcoError(f"{path}: LoRA file not found; rerun training or point to a folder with {WEIGHT_NAME}")
+    check_safetensors(path, f"delete {Path(folder)} and rerun to train it again")
     pipe.load_lora_weights(str(folder), weight_name=WEIGHT_NAME, adapter_name=adapter_name)
     return adapter_name
 
@@ -93,19 +103,14 @@ def export_kohya(src: str | Path, out: str | Path) -> Path:
     (`lora_unet_*` keys with `.lora_down` / `.lora_up` / `.alpha`), the format ComfyUI, A1111 and
     kohya's scripts load, through diffusers' converters: to peft keys, then to kohya keys. The
     converter writes alpha = rank; the LoRA's own alpha replaces it, so the scale survives."""
-    from safetensors import safe_open
     from safetensors.torch import save
     from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya, convert_unet_state_dict_to_peft
-
-    from .store import atomic_write_bytes
 
     src = Path(src)
     file = src / WEIGHT_NAME if src.is_dir() else src
     if not file.is_file():
         raise DcoError(f"{file}: LoRA file not found; pass a LoRA folder (with {WEIGHT_NAME}) or the file")
-    with safe_open(str(file), "pt") as f:
-        meta = f.metadata() or {}
-        state = {k: f.get_tensor(k) for k in f.keys()}
+    state, meta = read_safetensors(file, "export a LoRA that loads (retrain it if it was cut off)")
     if not state or not all(k.startswith("unet.") for k in state):
         raise DcoError(f"{file}: not a diffusers-format UNet LoRA (keys 'unet.*'); export LoRAs dcobench saved")
     peft = convert_unet_state_dict_to_peft({k.removeprefix("unet."): v for k, v in state.items()})
@@ -117,5 +122,5 @@ def export_kohya(src: str | Path, out: str | Path) -> Path:
     header = {"ss_network_module": "networks.lora", "ss_network_dim": str(rank or max(ranks)),
               "ss_network_alpha": str(alpha if alpha is not None else max(ranks)), "dcobench_source": file.name}
     out = Path(out)
-    atomic_write_bytes(out, save({k: v.contiguous() for k, v in kohya.items()}, metadata=header))
+    atomic_write_bytes(out, canonical_safetensors(save({k: v.contiguous() for k, v in kohya.items()}, metadata=header)))
     return out

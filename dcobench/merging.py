@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 
 from .errors import DcoError
-from .lora import WEIGHT_NAME
+from .lora import WEIGHT_NAME, adapter_metadata
 from .registry import MERGES
-from .store import atomic_folder, atomic_write_json
+from .store import atomic_folder, atomic_write_json, canonicalize_safetensors, read_safetensors
 
 
 @dataclass
@@ -57,21 +57,18 @@ class LoraWeights:
 
 def load_lora_weights(path: str | Path) -> LoraWeights:
     """Read a diffusers-format LoRA folder or .safetensors file (as `save_lora_weights` writes it)."""
-    from safetensors import safe_open
-
     path = Path(path)
     file = path / WEIGHT_NAME if path.is_dir() else path
     if not file.is_file():
         raise DcoError(f"{file}: LoRA file not found; pass a folder with {WEIGHT_NAME} or the file itself")
     down, up = {}, {}
-    with safe_open(str(file), "pt") as f:
-        meta = f.metadata() or {}
-        for key in f.keys():
-            name = key.removeprefix("unet.")
-            for tag, store in ((".lora.down.weight", down), (".lora.up.weight", up),
-                               (".lora_A.weight", down), (".lora_B.weight", up)):
-                if name.endswith(tag):
-                    store[name[: -len(tag)]] = f.get_tensor(key).float()
+    tensors, meta = read_safetensors(file, "retrain or re-export that LoRA")
+    for key, tensor in tensors.items():
+        name = key.removeprefix("unet.")
+        for tag, store in ((".lora.down.weight", down), (".lora.up.weight", up),
+                           (".lora_A.weight", down), (".lora_B.weight", up)):
+            if name.endswith(tag):
+                store[name[: -len(tag)]] = tensor.float()
     if not down or set(down) != set(up):
         raise DcoError(f"{file}: not a UNet LoRA in diffusers format (no matching lora down/up pairs)")
     for m in down:
@@ -144,7 +141,8 @@ def save_merged(state: dict[str, torch.Tensor], rank: int, modules: list[str], f
     cfg = LoraConfig(r=rank, lora_alpha=rank, target_modules=targets)
     folder = Path(folder)
     (pipeline_cls or StableDiffusionPipeline).save_lora_weights(
-        folder, unet_lora_layers=state, unet_lora_adapter_metadata=cfg.to_dict(), weight_name=WEIGHT_NAME)
+        folder, unet_lora_layers=state, unet_lora_adapter_metadata=adapter_metadata(cfg), weight_name=WEIGHT_NAME)
+    canonicalize_safetensors(folder / WEIGHT_NAME)
     return folder / WEIGHT_NAME
 
 

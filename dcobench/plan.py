@@ -1,9 +1,14 @@
-"""From config to cells.
+"""From config to cells, and cells to units of work.
 
 `resolve` merges, in order: dataclass defaults < the suite's defaults < the YAML config < `key=value`
 overrides < explicit CLI flags, and validates all of it. `expand` turns the result into cells
 (`cells.py`): methods x subjects x training seeds x each method's swept knobs; `expand_merges`
 adds, for `--merge`, every subject x style x seed x row of the merge-interference table.
+
+`units` groups the cells by the LoRAs they need: a unit is one training and every cell that samples
+from it (for `--merge`, the subject and style trainings its merge cells tie together). A unit is
+what an executor hands to one worker and what `--shard i/n` assigns whole, so a LoRA is never
+trained twice.
 """
 
 from __future__ import annotations
@@ -19,11 +24,18 @@ from .cells import ALONE, Cell, MergeCell
 from .config import (RunConfig, SampleConfig, TrainConfig, check_value, deep_merge, from_dict,
                      load_yaml, parse_override, set_dotted)
 from .errors import DcoError, did_you_mean
-from .registry import MERGES, METHODS
+from .registry import MERGES, METHODS, METRICS
 from .suites import Suite, get_suite
 
 DEFAULT_METHODS = ["dco", "dreambooth"]
 SECTIONS = {"train": TrainConfig, "sample": SampleConfig}
+# Knobs a sweep cannot vary: one pipeline per run is loaded in one precision and one Context
+# encodes every reference at one resolution, and resume_every cannot change a LoRA at all.
+RUN_LEVEL = {
+    "train.mixed_precision": "the run loads one pipeline in one precision",
+    "train.resolution": "the run encodes references and samples at one resolution",
+    "train.resume_every": "it does not change the trained LoRA",
+}
 
 
 @dataclass
@@ -33,6 +45,9 @@ class Plan:
     methods: list[str]
     cells: list[Cell]
     merge_cells: list[MergeCell] = field(default_factory=list)  # when config.merge is set
+
+    def units(self) -> list["Unit"]:
+        return units(self.cells + self.merge_cells)
 
 
 def resolve(config_path=None, overrides=(), methods: list[str] | None = None, suite: str | None = None,
@@ -78,6 +93,8 @@ def resolve(config_path=None, overrides=(), methods: list[str] | None = None, su
         family = family_of_model(suite_obj.model)
         if family is not None:
             family.check_merges()
+    for m in cfg.score.metrics:
+        METRICS.get(m)  # an unknown name fails here, also when every cell is already done
     for m in cfg.report.pareto_metrics:
         if m not in cfg.score.metrics:
             raise DcoError(f"report.pareto_metrics: '{m}' is not scored by this run (score.metrics: "
@@ -101,6 +118,9 @@ def check_cell(cell: Cell) -> None:
 
 def _apply_knob(mcfg, train, sample, knob: str, value, where: str):
     section, _, name = knob.partition(".")
+    if knob in RUN_LEVEL:
+        raise DcoError(f"{where}: {knob} cannot be swept ({RUN_LEVEL[knob]}); set it for the whole run "
+                       f"({knob}=...) and use one run folder per value")
     if name and section in SECTIONS:
         target = {"train": train, "sample": sample}[section]
     elif not name:
@@ -189,6 +209,66 @@ def expand_merges(cfg: RunConfig, suite: Suite, methods: list[str], model_id: st
                         cells.append(MergeCell(name, subject, seed, {}, cfg.methods[name], train, sample, suite,
                                                model_id, style=style, merge=row, merge_cfg=cfg.merges.get(row)))
     return cells
+
+
+@dataclass
+class Unit:
+    """One training and every cell that uses its LoRA (with `--merge`, the trainings its merge cells
+    tie together): what one worker runs and what a shard takes whole."""
+
+    key: str  # its smallest train id: names its lock, orders the shard split
+    train_ids: list[str]
+    cells: list[Cell]
+
+
+def needs(cell: Cell) -> list[str]:
+    """The train ids of the LoRAs a cell samples from (a merge cell: its subject's and its style's)."""
+    if isinstance(cell, MergeCell):
+        return [cell.train_cell(w).train_id for w in ALONE]
+    return [cell.train_id]
+
+
+def units(cells: list[Cell]) -> list[Unit]:
+    """Connected groups of train ids (cells that need several join theirs), in the cells' order."""
+    parent: dict[str, str] = {}
+
+    def root(t: str) -> str:
+        while parent.setdefault(t, t) != t:
+            t = parent[t] = parent[parent[t]]
+        return t
+
+    for cell in cells:
+        first, *rest = needs(cell)
+        for t in rest:
+            parent[root(t)] = root(first)
+    groups: dict[str, Unit] = {}
+    for cell in cells:
+        unit = groups.setdefault(root(needs(cell)[0]), Unit("", [], []))
+        unit.cells.append(cell)
+        unit.train_ids += [t for t in needs(cell) if t not in unit.train_ids]
+    for unit in groups.values():
+        unit.key = min(unit.train_ids)
+    return list(groups.values())
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`--shard i/n` (1 <= i <= n) as (i, n)."""
+    i, sep, n = str(text).partition("/")
+    try:
+        i, n = int(i), int(n)
+    except ValueError:
+        i = n = 0
+    if not sep or n < 1 or not 1 <= i <= n:
+        raise DcoError(f"--shard {text}: expected i/n with 1 <= i <= n (shards are numbered from 1), e.g. "
+                       "--shard 1/3 ... --shard 3/3")
+    return i, n
+
+
+def shard(all_units: list[Unit], i: int, n: int) -> list[Unit]:
+    """Shard i of n: every n-th unit in the order of their keys, so the split depends only on the plan
+    (not on the order of --methods) and n shards together hold every unit exactly once."""
+    mine = {u.key for k, u in enumerate(sorted(all_units, key=lambda u: u.key)) if k % n == i - 1}
+    return [u for u in all_units if u.key in mine]
 
 
 def make_plan(config_path=None, overrides=(), methods=None, suite=None, data=None, model=None, merge=None) -> Plan:

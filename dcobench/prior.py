@@ -15,7 +15,8 @@ of the key: each image's noise comes from its own generator (`noise_seed = 1000 
 batching does not change the images.
 
 A folder is built under a temporary name and renamed into place only once every image and the
-manifest are written, so a folder under its final name is complete. Leftover temporary folders of
+manifest are written, so a folder under its final name is complete; one process at a time generates a
+folder (a file lock in `<cache>/.locks/`), others wait and read it. Leftover temporary folders of
 killed runs are never read; a final folder that is incomplete anyway (edited by hand, a disk
 error) is replaced.
 """
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from .config import SampleConfig
 from .errors import DcoError
+from .locks import Locks
 from .models.pipeline import Conditioner
 from .sampling import GuidedSampler, ImageJob, lora_disabled
 from .store import UMASK, atomic_save_image, atomic_write_json, read_json
@@ -120,6 +122,20 @@ def class_images(
     if done is not None:
         return done
 
+    # one process generates them; another that needs the same images waits, then reads them
+    with Locks(root).hold("class-images", digest):
+        done = _complete(folder, key)
+        if done is None:
+            _generate(pipe, folder, key, digest, class_prompt, count, seed, sample_cfg, resolution)
+    done = _complete(folder, key)
+    if done is None:  # pragma: no cover - only if the folder vanished between rename and check
+        raise DcoError(f"{folder}: class images disappeared while being written; rerun")
+    return done
+
+
+def _generate(pipe, folder: Path, key: dict, digest: str, class_prompt: str, count: int, seed: int,
+              sample_cfg: SampleConfig, resolution: int) -> None:
+    parent = folder.parent
     parent.mkdir(parents=True, exist_ok=True)
     # a unique name per attempt: a killed run's leftover is never appended to or mistaken for ours
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{digest}-"))
@@ -142,10 +158,6 @@ def class_images(
         _install(tmp, folder, key)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    done = _complete(folder, key)
-    if done is None:  # pragma: no cover - only if the folder vanished between rename and check
-        raise DcoError(f"{folder}: class images disappeared while being written; rerun")
-    return done
 
 
 def _install(tmp: Path, folder: Path, key: dict) -> None:

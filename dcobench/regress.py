@@ -4,7 +4,8 @@ A baseline is JSON: the protocol the scores were measured under, provenance, eac
 aggregate metrics (a group is a method and its knob value, e.g. `dco[sample.w_con=2.0]`; the
 value is the mean over the group's cells), and per-metric absolute tolerances. A metric fails
 when it is worse than the baseline by more than its tolerance, in its own direction
-(`higher_is_better`). A baseline measured under another protocol is never compared.
+(`higher_is_better`). A baseline measured under another protocol is never compared: that is a
+one-line error (exit 2), not a regression (exit 1).
 """
 
 from __future__ import annotations
@@ -51,11 +52,18 @@ def compare(run_dir, baseline_path) -> tuple[list[dict], bool, str]:
     path = Path(baseline_path)
     if not path.is_file():
         raise DcoError(f"{path}: baseline not found; write one with `dcobench regress {run_dir} --update {path}`")
-    baseline = read_json(path)
+    try:
+        baseline = read_json(path)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DcoError(f"{path}: not valid JSON ({e}); restore the baseline file or write one with --update")
     protocol, groups = aggregate(run_dir)
-    if baseline["protocol"]["id"] != protocol["id"]:
-        return [], False, (f"protocols differ: baseline {baseline['protocol']['id']} vs run {protocol['id']}; "
-                           "scores measured differently cannot be compared (update the baseline if intended)")
+    if not isinstance(baseline, dict) or not isinstance(baseline.get("protocol"), dict) or "metrics" not in baseline:
+        raise DcoError(f"{path}: not a dcobench baseline (no protocol or metrics); write one with "
+                       f"`dcobench regress {run_dir} --update {path}`")
+    if baseline["protocol"].get("id") != protocol["id"]:
+        raise DcoError(f"{path}: protocols differ: baseline {baseline['protocol'].get('id')} vs run {protocol['id']}; "
+                       "scores measured differently cannot be compared: rescore the run under the baseline's "
+                       f"protocol (`dcobench score {run_dir} ...`) or write a new baseline with --update")
     rows, ok = [], True
     for group, metrics in baseline["metrics"].items():
         for metric, base in metrics.items():

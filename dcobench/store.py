@@ -6,6 +6,8 @@
     OUT/cells/<cell_id>/images/*.png  the sampled grid
     OUT/cells/<cell_id>/manifest.json what produced each image
     OUT/cells/<cell_id>/result.json   written last and atomically: its presence marks a finished cell
+    OUT/loras/<train_id>/resume/      a killed training's last saved state (removed once the LoRA is final)
+    OUT/.locks/                       the file locks of processes sharing the folder (`locks.py`)
 
 Every file is written to a temporary name in the same folder and renamed into place, so a killed
 run never leaves a truncated file under a final name.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import functools
 import json
 import os
@@ -24,10 +27,45 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from .errors import DcoError
+
 UMASK = os.umask(0)
 os.umask(UMASK)
 
 PACKAGES = ("dcobench", "torch", "diffusers", "transformers", "peft", "open_clip_torch", "timm", "accelerate", "numpy")
+
+
+# What a full disk or an unwritable folder raises: a user's problem with one fix, not a bug.
+DISK_ERRORS = {
+    errno.ENOSPC: "the disk is full; free space (or pick another --out) and rerun the same command",
+    errno.EDQUOT: "the disk quota is exhausted; free space (or pick another --out) and rerun the same command",
+    errno.EROFS: "the file system is read-only; pick a writable --out",
+    errno.EACCES: "permission denied; pick a writable --out or fix the folder's permissions",
+    errno.EPERM: "permission denied; pick a writable --out or fix the folder's permissions",
+}
+
+
+@contextlib.contextmanager
+def writing(path: Path):
+    """Turn a full disk or an unwritable folder while writing `path` into a one-line DcoError; the
+    atomic writers below have removed their temporary files by then, so nothing half-written stays."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in DISK_ERRORS:
+            raise
+        raise DcoError(f"{path}: cannot write ({os.strerror(e.errno)}): {DISK_ERRORS[e.errno]}; finished cells "
+                       "are kept") from e
+
+
+def check_writable(folder: Path) -> None:
+    """Create `folder` and a file in it now, so an unwritable --out fails before any work."""
+    folder = Path(folder)
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.")
+        os.close(fd)
+        os.unlink(probe)
 
 
 @contextlib.contextmanager
@@ -36,33 +74,36 @@ def atomic_folder(path: Path):
     `path`'s place (a previous one is moved aside, then deleted), so `path` is never half-written.
     If the block fails, `path` is untouched and the temporary folder is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
-        yield tmp
-        if path.exists():
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-old-"))
-            os.rename(path, old / "x")
-            shutil.rmtree(old, ignore_errors=True)
-        os.rename(tmp, path)
+        with writing(path):
+            yield tmp
+            if path.exists():
+                old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-old-"))
+                os.rename(path, old / "x")
+                shutil.rmtree(old, ignore_errors=True)
+            os.rename(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes 0600; results are meant to be shared
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes 0600; results are meant to be shared
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def to_json(obj) -> str:
@@ -95,6 +136,52 @@ def read_json(path: Path):
     return json.loads(Path(path).read_text())
 
 
+def read_safetensors(path: Path, fix: str = "replace it") -> tuple[dict, dict]:
+    """(tensors, metadata) of a .safetensors file; a truncated or corrupt one is a one-line error."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+    except SafetensorError as e:
+        raise DcoError(f"{path}: not a readable .safetensors file ({e}; truncated or corrupt); {fix}")
+
+
+def canonical_safetensors(data: bytes) -> bytes:
+    """The same .safetensors file with its metadata keys sorted. safetensors keeps the metadata in a
+    Rust HashMap, whose order changes with every process, so the same tensors and metadata came out
+    as different bytes in two runs. Tensor offsets count from the end of the header, so only the
+    header is rewritten (padded to 8 bytes, as the format asks)."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    meta = header.pop("__metadata__", None)
+    if not meta:
+        return data
+    text = json.dumps({"__metadata__": dict(sorted(meta.items())), **header}, separators=(",", ":"),
+                      ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + n :]
+
+
+def canonicalize_safetensors(path: Path) -> None:
+    """Rewrite a .safetensors file in place (atomically) with `canonical_safetensors`."""
+    data = Path(path).read_bytes()
+    fixed = canonical_safetensors(data)
+    if fixed != data:
+        atomic_write_bytes(path, fixed)
+
+
+def check_safetensors(path: Path, fix: str = "replace it") -> None:
+    """Read only the header (a truncated file fails there): cheap enough before every LoRA load."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt"):
+            pass
+    except SafetensorError as e:
+        raise DcoError(f"{path}: not a readable .safetensors file ({e}; truncated or corrupt); {fix}")
+
+
 @functools.lru_cache(maxsize=1)
 def git_hash() -> str:
     here = Path(__file__).resolve().parent
@@ -123,11 +210,16 @@ def package_versions() -> dict[str, str]:
 
 
 def provenance() -> dict:
+    import sys
+
+    torch = sys.modules.get("torch")  # imported by whoever trained or sampled; store.py does not need it
     return {
         "git": git_hash(),
         "versions": package_versions(),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        # CPU results are bit-identical only at the same thread count (reductions split differently)
+        **({"torch_threads": torch.get_num_threads()} if torch is not None else {}),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 

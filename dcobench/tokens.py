@@ -46,7 +46,7 @@ from torch import nn
 
 from .errors import DcoError
 from .families import FAMILIES, family_of
-from .store import atomic_write_bytes, atomic_write_json, read_json
+from .store import atomic_write_bytes, atomic_write_json, read_json, read_safetensors
 
 EMBEDS_FILE = "learned_embeds.safetensors"
 META_FILE = "tokens.json"
@@ -239,8 +239,6 @@ def _remove_added_token(tokenizer, token: str) -> None:
 def load_tokens(pipe, folder: str | Path) -> list[str]:
     """Load tokens saved by `TokenState.save` through `pipe.load_textual_inversion` (or, on a
     pipeline without it such as SD3, the same steps through transformers); return them."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     meta_path = folder / META_FILE
     if not meta_path.is_file():
@@ -250,7 +248,7 @@ def load_tokens(pipe, folder: str | Path) -> list[str]:
     if meta.get("family") not in fam.names:
         raise DcoError(f"{meta_path}: tokens were trained for {meta.get('family')} but the pipeline is "
                        f"{fam.name}; load them into a pipeline of the same model")
-    state = load_file(str(folder / meta["file"]))
+    state, _ = read_safetensors(folder / meta["file"], f"delete {folder} and rerun to train it again")
     ident = meta["identifier"]
     for name, key in fam.token_encoders.items():
         tok, te = getattr(pipe, _tokenizer_name(name)), getattr(pipe, name)

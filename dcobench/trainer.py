@@ -114,6 +114,7 @@ def train_lora(
     on_step: Callable[[int, dict], None] | None = None,
     on_checkpoint: Callable[[int, object], None] | None = None,
     prior: PriorData | None = None,
+    resume=None,
 ) -> TrainReport:
     """Train a LoRA on the denoiser (`pipe.unet` or `pipe.transformer`) in place; the adapter
     stays attached for the caller to save.
@@ -124,6 +125,8 @@ def train_lora(
     captions are re-encoded with gradients each step; the base captions (no identifier) stay cached.
     `prior` (class images) is required when the objective `needs_prior`: each micro-batch then
     holds `batch_size` instance and `batch_size` class examples in one denoiser call.
+    `resume` (a `resume.Resume`) restores a killed training's last saved state before the first
+    step and saves it again every `resume.every` steps.
     """
     family = cond.family
     model = family.denoiser(pipe)
@@ -152,8 +155,12 @@ def train_lora(
     gen = torch.Generator().manual_seed(seed)
     n_images, device = len(subject.images), model.device
     losses, last, start = [], {}, time.perf_counter()
+    first = 0
+    restored = resume.load(model, optimizer, gen, tokens) if resume is not None else None
+    if restored:
+        first, losses, last, start = restored["step"], restored["losses"], restored["last"], start - restored["seconds"]
     model.train()
-    for step in range(cfg.steps):
+    for step in range(first, cfg.steps):
         total = 0.0
         for _ in range(cfg.grad_accum):
             idx = torch.randint(0, n_images, (cfg.batch_size,), generator=gen)
@@ -209,6 +216,8 @@ def train_lora(
         done = step + 1
         if on_checkpoint and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
             on_checkpoint(done, tokens)
+        if resume is not None and resume.due(done, cfg.steps):
+            resume.save(done, model, optimizer, gen, tokens, losses, last, time.perf_counter() - start)
     if cfg.gradient_checkpointing:
         model.disable_gradient_checkpointing()
     model.eval()

@@ -7,6 +7,7 @@ import pytest
 from baselines.dreambooth import DreamBooth
 from dcobench import regress as rg
 from dcobench.config import ScoreConfig
+from dcobench.errors import DcoError
 from dcobench.plan import make_plan
 from dcobench.registry import METHODS
 from dcobench.runner import run_plan
@@ -70,7 +71,7 @@ def test_protocol_mismatch_is_never_compared(good_run, tmp_path, cli):
     data = rg.update(good_run, baseline)
     data["protocol"]["id"] = "other"
     baseline.write_text(json.dumps(data))
-    rows, ok, note = rg.compare(good_run, baseline)
-    assert not ok and not rows and "protocols differ" in note
-    r = cli("regress", good_run, "--baseline", baseline)
-    assert r.returncode == 1 and "protocols differ" in r.stdout
+    with pytest.raises(DcoError, match="protocols differ"):
+        rg.compare(good_run, baseline)
+    r = cli("regress", good_run, "--baseline", baseline)  # bad input (exit 2), not a regression (exit 1)
+    assert r.returncode == 2 and "protocols differ" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -39,9 +39,12 @@ __all__ = ["write_report", "load_cells", "summarise", "pareto_frontier", "domina
            "cell_grid", "protocol_warnings"]
 
 
-def write_report(run_dir: str | Path, out_dir: str | Path | None = None,
+def write_report(run_dir: str | Path | list, out_dir: str | Path | None = None,
                  pareto_metrics: list[str] | None = None) -> dict[str, Path]:
     """Write the report of `run_dir` under `out_dir` (default RUN/report); returns name -> path.
+
+    `run_dir` may be a list of folders (e.g. one per `--shard`): their cells are folded together,
+    as if one folder held them all; `out_dir` is then required.
 
     `pareto_metrics` overrides the run's `report.pareto_metrics` (the Pareto plot's subject axes).
     Keys: summary_csv, summary_md, dominance_csv, pareto_png, pareto_svg, index_html, curves_png and
@@ -49,9 +52,11 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None,
     `grid:<cell_id>` for each cell; with merge cells also merge_csv, merge_md and
     `merge_figure:<subject>+<style>`. Raises DcoError when the run folder has no finished cells.
     """
-    run_dir = Path(run_dir)
-    every = load_cells(run_dir)
-    out = Path(out_dir) if out_dir is not None else run_dir / "report"
+    run_dirs = [Path(p) for p in run_dir] if isinstance(run_dir, (list, tuple)) else [Path(run_dir)]
+    if out_dir is None and len(run_dirs) > 1:
+        raise DcoError("report: several run folders need an output folder (--out DIR)")
+    every = load_cells(run_dirs)
+    out = Path(out_dir) if out_dir is not None else run_dirs[0] / "report"
 
     warnings = protocol_warnings(every)
     df = every[every["kind"] != "merge"]
@@ -59,7 +64,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None,
     summary = summarise(df)
     if pareto_metrics is None:  # what the run asked for (report.pareto_metrics in run.json); a metric
         # not scored yet is skipped, as the plot skips every unscored metric
-        run_json = run_dir / "run.json"
+        run_json = run_dirs[0] / "run.json"
         config = read_json(run_json).get("config", {}) if run_json.is_file() else {}
         pareto_metrics = (config.get("report") or {}).get("pareto_metrics") or []
     elif missing := [m for m in pareto_metrics if m not in df.attrs.get("metrics", [])]:
@@ -80,8 +85,8 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None,
 
     results = [read_json(p) for p in df["result_path"]]
     grids = {}
-    for result in results:
-        cell_grid(run_dir, result, out)
+    for result, cell_dir in zip(results, df["cell_dir"]):
+        cell_grid(Path(cell_dir).parents[1], result, out)
         path = out / "grids" / f"{result['cell_id']}.png"
         paths[f"grid:{result['cell_id']}"] = path
         grids[result["cell_id"]] = path.read_bytes()
@@ -90,7 +95,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None,
     if (every["kind"] == "merge").any():
         merge_table = interference_table(every)
         paths.update(write_merge_table(merge_table, out))
-        figs = write_merge_figures(run_dir, every, out)
+        figs = write_merge_figures(every, out)
         paths.update(figs)
         merge_figures = {k.split(":", 1)[1]: p.read_bytes() for k, p in figs.items()}
 

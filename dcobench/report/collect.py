@@ -18,7 +18,7 @@ Columns:
     cell_dir, result_path, scores_path
 
 `df.attrs` carries what does not fit a row: `metrics` (metric names in display order),
-`protocols` ({id: protocol dict}) and `run_dir`.
+`protocols` ({id: protocol dict}) and `run_dir` (the folder, or "a + b" for several).
 """
 
 from __future__ import annotations
@@ -76,15 +76,26 @@ def _read_result(path: Path) -> dict:
     return result
 
 
-def load_cells(run_dir: str | Path) -> pd.DataFrame:
-    """One row per finished cell of `run_dir` (see the module docstring for the columns)."""
-    root = Path(run_dir)
-    if not root.is_dir():
-        raise DcoError(f"{root}: no such run folder; run `dcobench run --out {root}` first")
-    paths = sorted((root / "cells").glob("*/result.json"))
-    if not paths:
-        raise DcoError(f"{root}: no finished cells (no cells/*/result.json); run `dcobench run --out {root}` first")
+def result_paths(run_dirs: list[Path]) -> list[Path]:
+    """Every cells/<id>/result.json of the folders (e.g. one per shard); a cell found in several
+    (two shards that both ran it) counts once, from the first folder that has it."""
+    found: dict[str, Path] = {}
+    for root in run_dirs:
+        if not root.is_dir():
+            raise DcoError(f"{root}: no such run folder; run `dcobench run --out {root}` first")
+        paths = sorted((root / "cells").glob("*/result.json"))
+        if not paths:
+            raise DcoError(f"{root}: no finished cells (no cells/*/result.json); run `dcobench run --out {root}` first")
+        for path in paths:
+            found.setdefault(path.parent.name, path)
+    return [found[k] for k in sorted(found)]
 
+
+def load_cells(run_dir: str | Path | list) -> pd.DataFrame:
+    """One row per finished cell of `run_dir`, or of several run folders (see the module docstring
+    for the columns)."""
+    roots = [Path(p) for p in run_dir] if isinstance(run_dir, (list, tuple)) else [Path(run_dir)]
+    paths = result_paths(roots)
     rows, metrics, protocols = [], set(), {}
     for path in paths:
         result = _read_result(path)
@@ -130,5 +141,6 @@ def load_cells(run_dir: str | Path) -> pd.DataFrame:
     df = df[front + order + ["cell_dir", "result_path", "scores_path"]]
     df = df.sort_values(["method", "knob_value", "knob_label", "subject", "seed", "cell_id"],
                         na_position="last", kind="mergesort").reset_index(drop=True)
-    df.attrs = {"metrics": order, "protocols": protocols, "run_dir": str(root)}
+    run_name = str(roots[0]) if len(roots) == 1 else " + ".join(r.name for r in roots)
+    df.attrs = {"metrics": order, "protocols": protocols, "run_dir": run_name}
     return df

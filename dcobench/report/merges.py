@@ -153,7 +153,7 @@ def write_merge_table(table: pd.DataFrame, out_dir) -> dict:
     return paths
 
 
-def merge_figure(run_dir, df: pd.DataFrame, subject: str, style: str, tile: int = TILE) -> Image.Image:
+def merge_figure(df: pd.DataFrame, subject: str, style: str, tile: int = TILE) -> Image.Image:
     """Subject × style samples per row of the table: one row per (method, row), one column per
     combined prompt (first sampling seed and image of the first training seed)."""
     cells = df[(df["kind"] == "merge") & (df["subject"] == subject) & (df["style"] == style)]
@@ -167,7 +167,7 @@ def merge_figure(run_dir, df: pd.DataFrame, subject: str, style: str, tile: int 
         if refs is None:
             refs = [p for p in result.get("references", [])[:2]] + [p for p in result.get("style_references", [])[:2]]
             labelled.append((f"references: {subject} (2), {style} (2)", refs))
-        cell_dir = Path(run_dir) / "cells" / row["cell_id"]
+        cell_dir = Path(row["cell_dir"])
         first = {}
         for r in sorted(image_records(cell_dir, result), key=lambda r: (r["prompt_index"], r["seed"], r["index"])):
             first.setdefault(r["prompt_index"], cell_dir / r["image"])
@@ -184,11 +184,11 @@ def merge_figure(run_dir, df: pd.DataFrame, subject: str, style: str, tile: int 
     return canvas
 
 
-def write_merge_figures(run_dir, df: pd.DataFrame, out_dir) -> dict:
+def write_merge_figures(df: pd.DataFrame, out_dir) -> dict:
     merged = df[df["kind"] == "merge"]
     paths = {}
     for subject, style in sorted(set(zip(merged["subject"], merged["style"]))):
         path = Path(out_dir) / "merges" / f"{subject}+{style}.png"
-        atomic_write_bytes(path, grid_png(merge_figure(run_dir, df, subject, style)))
+        atomic_write_bytes(path, grid_png(merge_figure(df, subject, style)))
         paths[f"merge_figure:{subject}+{style}"] = path
     return paths

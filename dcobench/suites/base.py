@@ -22,7 +22,9 @@ from ..config import load_yaml
 from ..errors import DcoError, did_you_mean
 from ..models.pipeline import native_resolution
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
+MIN_SIDE = 16  # pixels: a reference smaller than this holds no subject
+HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 DEFAULT_CAPTION = {"subject": "a photo of {identifier} {class_noun}", "style": "a picture in {identifier} style"}
 
 
@@ -112,13 +114,45 @@ class Suite:
 
 
 def check_image(path: Path) -> None:
+    """Decode a reference image once, refusing what training would silently get wrong: a truncated
+    file, CMYK (no colour management here), 16-bit or float channels (clipped by RGB conversion),
+    animations (only the first frame would train), a tiny image, and one too large to decode safely
+    (checked from the header, before any pixel is decoded)."""
+    import warnings
+
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            im.verify()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, by size
+            with Image.open(path) as im:
+                w, h = im.size
+                problem = None
+                if w * h > Image.MAX_IMAGE_PIXELS:
+                    problem = (f"is {w}x{h} pixels, over the {Image.MAX_IMAGE_PIXELS // 10**6} MP that are decoded "
+                               "safely; downscale it (training resizes it to the suite's resolution anyway)")
+                elif min(w, h) < MIN_SIDE:
+                    problem = f"is {w}x{h} pixels; use a reference image at least {MIN_SIDE} px on each side"
+                elif getattr(im, "n_frames", 1) > 1:
+                    problem = f"is animated ({im.n_frames} frames); save the frame you mean as a PNG or JPEG"
+                elif im.mode == "CMYK":
+                    problem = "is CMYK; convert it to RGB (sRGB), e.g. `convert in.jpg -colorspace sRGB out.png`"
+                elif im.mode in HIGH_BIT_MODES:
+                    problem = (f"has {im.mode} pixels (16-bit or float), which RGB conversion clips; save it "
+                               "as an 8-bit RGB PNG or JPEG")
+                if problem:
+                    raise DcoError(f"{path}: {problem}")
+                im.load()  # a truncated file fails here, not in the middle of a run
+    except DcoError:
+        raise
+    except Image.DecompressionBombError:
+        raise DcoError(f"{path}: the image is too large to decode safely; downscale it")
+    except Image.UnidentifiedImageError:
+        what = "an empty file (0 bytes)" if path.stat().st_size == 0 else "not an image format Pillow can read"
+        raise DcoError(f"{path}: cannot read image ({what}); replace or delete the file")
     except Exception as e:
-        raise DcoError(f"{path}: cannot read image ({type(e).__name__}); replace or delete the file")
+        raise DcoError(f"{path}: cannot read image ({type(e).__name__}: {' '.join(str(e).split())[:80]}); "
+                       "replace or delete the file")
 
 
 def load_subject(
