@@ -83,7 +83,7 @@ def test_oracle_on_subjects(subject):
     for scene in reference_scenes(subject, n=6) + eval_prompts(subject):
         verdict = oracle.judge(render(scene), scene)
         assert set(verdict) == {"background", "position", "size", "style", "subject_match"}
-        want_match = None if not oracle.judgeable(subject, scene.style) else True
+        want_match = None if not oracle.judgeable(subject, scene.style, scene.size) else True
         assert verdict.pop("subject_match") is want_match
         assert all(v is True for v in verdict.values()), (scene, verdict)
     # The class prior (the class shape in the class colour) and other subjects are not a match.
@@ -147,7 +147,7 @@ def test_oracle_robust_to_noise():
     assert min(acc.values()) >= 0.95, acc
     for subject in HELDOUT_SUBJECTS:
         for scene in eval_prompts(subject):
-            want = True if oracle.judgeable(subject, scene.style) else None
+            want = True if oracle.judgeable(subject, scene.style, scene.size) else None
             assert oracle.judge(_noisy(render(scene), rng), scene)["subject_match"] is want
 
 
@@ -206,7 +206,9 @@ def test_oracle_judges_merged_prompts_of_rendered_scenes():
                 continue
             styled = metrics.scene_for(world.caption(scene) + ", in kxv style")
             assert styled is not None and styled.style == "striped" and styled.subject == name
-            assert all(oracle.judge(world.render(styled), styled).values())
+            verdict = oracle.judge(world.render(styled), styled)
+            assert verdict.pop("subject_match") is (True if oracle.judgeable(name, styled.style, styled.size) else None)
+            assert all(verdict.values())
             assert not oracle.judge(world.render(scene), styled)["style"]  # plain is not striped
 
 

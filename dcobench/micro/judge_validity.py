@@ -32,6 +32,8 @@ def build_sets(pipe, subject: str, strengths, rng, n_layouts: int | None = None,
     clean = np.stack([render(Scene(s.class_shape, None, *lay[:3], "plain", subject, lay[3], lay[4])) for lay in lays])
     vae = judges.vae_round_trip(pipe.vae, clean)
     sets = {"clean": clean, "vae": vae, "degraded": judges.degrade(vae, strengths, rng)}
+    if judges.heavy(strengths):
+        sets[judges.STRESS_SET] = judges.degrade(vae, judges.heavy(strengths), rng)
     prompts, _ = judges.class_prompts(subject, lays)
     sets["class prior (base model)"] = generate(pipe, prompts, [seed * 7919 + i for i in range(len(prompts))],
                                                 cfg_scale, steps)
@@ -46,8 +48,9 @@ def measure(pipe, dino, clip, strengths, n_layouts: int | None = None, seed: int
             steps: int = 25) -> dict:
     """Rates per judge x set (pooled over subjects), per-subject AUCs, thresholds and a panel."""
     rng = np.random.default_rng(seed)
-    scores = {j: {k: [] for k in judges.POSITIVE_SETS + judges.NEGATIVE_SETS} for j in JUDGES}
-    pool = {k: [] for k in judges.POSITIVE_SETS + judges.NEGATIVE_SETS}
+    kinds = judges.POSITIVE_SETS + (judges.STRESS_SET,) + judges.NEGATIVE_SETS
+    scores = {j: {k: [] for k in kinds} for j in JUDGES}
+    pool = {k: [] for k in kinds}
     for subject in SUBJECTS:
         sets = build_sets(pipe, subject, strengths, rng, n_layouts, cfg_scale, steps, seed)
         for kind, imgs in sets.items():
@@ -55,6 +58,8 @@ def measure(pipe, dino, clip, strengths, n_layouts: int | None = None, seed: int
             scores["oracle_subject"][kind].append(judges.oracle_verdicts(imgs, subject))
             scores["dino"][kind].append(_embed_score(dino, imgs, subject))
             scores["clip_i"][kind].append(_embed_score(clip, imgs, subject))
+    pool = {k: v for k, v in pool.items() if v}
+    scores = {j: {k: v for k, v in d.items() if v} for j, d in scores.items()}
     out = {"n_per_set": {k: int(sum(len(a) for a in v)) for k, v in pool.items()}, "judges": {}}
     prior_sets = ("class prior (base model)", "class prior")
     for j in JUDGES:
@@ -66,6 +71,9 @@ def measure(pipe, dino, clip, strengths, n_layouts: int | None = None, seed: int
                           for neg in judges.NEGATIVE_SETS}
             res["auc_clean_vs_prior"] = float(np.mean([judges.auc(p, n) for p, n in
                                                        zip(scores[j]["clean"], scores[j]["class prior"])]))
+            if judges.STRESS_SET in scores[j]:
+                res["auc_heavy_vs_prior"] = float(np.mean([judges.auc(p, n) for p, n in zip(
+                    scores[j][judges.STRESS_SET], scores[j]["class prior (base model)"])]))
             thr = [judges.best_threshold(p, n) for p, n in
                    zip(scores[j]["degraded"], scores[j]["class prior (base model)"])]
             res["threshold"] = [t[0] for t in thr]
@@ -89,10 +97,11 @@ def checks(res: dict) -> dict[str, bool]:
 def panel(res: dict, per: int = 16, seed: int = 0) -> np.ndarray:
     """Rows of ``per`` images: for each judge, what it accepts, then what it rejects (all sets mixed)."""
     rng = np.random.default_rng(seed)
-    pool = np.concatenate([res["_pool"][k] for k in judges.POSITIVE_SETS + judges.NEGATIVE_SETS])
+    kinds = [k for k in res["_pool"]]
+    pool = np.concatenate([res["_pool"][k] for k in kinds])
     rows = []
     for j in JUDGES:
-        flat = np.concatenate([res["_scores"][j][k] for k in judges.POSITIVE_SETS + judges.NEGATIVE_SETS])
+        flat = np.concatenate([res["_scores"][j][k] for k in kinds])
         thr = 0.5 if j == "oracle_subject" else None
         if thr is None:  # the per-subject thresholds, pooled: accept above their mean
             thr = float(np.mean(res["judges"][j]["threshold"]))
@@ -107,14 +116,15 @@ def panel(res: dict, per: int = 16, seed: int = 0) -> np.ndarray:
 
 
 def table(res: dict) -> str:
-    sets = judges.POSITIVE_SETS + judges.NEGATIVE_SETS
+    sets = [k for k in judges.POSITIVE_SETS + (judges.STRESS_SET,) + judges.NEGATIVE_SETS if k in res["n_per_set"]]
     n = res["n_per_set"]
     lines = ["| judge | " + " | ".join(f"{k} (n={n[k]})" for k in sets) + " |", "|---" * (len(sets) + 1) + "|"]
     o = res["judges"]["oracle_subject"]["rate"]
     lines.append("| oracle_subject: accepted | " + " | ".join(f"{o[k]:.2f}" for k in sets) + " |")
     for j in ("dino", "clip_i"):
         r = res["judges"][j]
-        lines.append(f"| {j}: AUC vs degraded subject | — | — | — | "
+        pad = "— | " * (len(sets) - len(judges.NEGATIVE_SETS))
+        lines.append(f"| {j}: AUC vs degraded subject | {pad}"
                      + " | ".join(f"{r['auc'][k]:.2f}" for k in judges.NEGATIVE_SETS) + " |")
     lines += ["", "| judge | threshold (per subject) | TPR on degraded | FPR on base-model class prior |",
               "|---|---|---|---|"]
@@ -122,6 +132,10 @@ def table(res: dict) -> str:
         r = res["judges"][j]
         lines.append(f"| {j} | {', '.join(f'{t:.3f}' for t in r['threshold'])} | {r['tpr_at_threshold']:.2f} "
                      f"| {r['fpr_at_threshold']:.2f} |")
+    for j in ("dino", "clip_i"):
+        if "auc_heavy_vs_prior" in res["judges"][j]:
+            lines.append(f"\n{j}: AUC of the heavy-noise subject against the base model's class prior "
+                         f"{res['judges'][j]['auc_heavy_vs_prior']:.2f} (stress test, no target).")
     lines += ["", "Targets: " + "; ".join(f"{k}: {v}" for k, v in judges.TARGETS.items()) + ".", ""]
     lines += [f"- {'met' if ok else 'NOT met'}: {name}" for name, ok in res["checks"].items()]
     return "\n".join(lines) + "\n"

@@ -19,8 +19,8 @@ Everything is derived from two robust estimates and one geometric object:
 
 Attributes: colour is the median ink colour matched against saturated and
 pastel palettes (so it survives outline/stripes/dots and also reveals the
-pastel style); shape uses the hull's bbox fill ratio (square ~1, circle
-~0.78) plus top/bottom area balance (triangles are bottom-heavy); size is
+pastel style); shape uses top/bottom area balance (triangles are bottom-heavy)
+and the hull's box corners (a square fills them, a disc does not); size is
 the bbox extent; position is the nearest layout anchor of that size; style
 comes from per-row ink coverage of the hull (striped: rows alternate empty
 and full, dotted: empty and half full, outline: no empty rows but a hole).
@@ -156,7 +156,11 @@ def _shape(a) -> str:
     balance = min(upper, lower) / max(upper, lower, 1)
     if balance < 0.6:
         return "triangle"
-    return "square" if f.mean() >= 0.9 else "circle"
+    # A square fills the 2x2 corners of its box and a disc none of them; blur cuts a square's
+    # corners diagonally but keeps most of them (the box's fill ratio did not: 0.86-0.90 on blurred
+    # squares and blurred discs alike).
+    corners = np.mean([f[:2, :2].mean(), f[:2, -2:].mean(), f[-2:, :2].mean(), f[-2:, -2:].mean()])
+    return "square" if corners >= 0.5 else "circle"
 
 
 def _ink_name(a) -> str:
@@ -202,7 +206,7 @@ def color(img) -> str | None:
 def shape(img) -> str | None:
     """circle / square / triangle.  Exact on clean renders of every style
     (outline is filled exactly by the hull; stripes and dots shrink it a bit
-    but keep fill ratio and top/bottom balance); star subjects read as
+    but keep the corners and top/bottom balance); held-out subjects read as
     triangle or circle, which is meaningless for them."""
     return _read(img, _shape)
 
@@ -238,7 +242,8 @@ def read_attributes(img) -> dict:
 
 def _part_regions(a, subject: str) -> tuple[np.ndarray, np.ndarray]:
     """(body, part) pixel masks of ``subject``'s pattern laid over the detected box, each eroded
-    by 1 px away from the part's edge so that blur along it does not count either way."""
+    by 1 px away from the part's edge and from the silhouette's, so that blur along them does not
+    count either way."""
     top, bottom, left, right = a["bbox"]
     cx, cy = (left + right + 1) / 2, (top + bottom + 1) / 2
     sx, sy = (right - left + 1) / 2, (bottom - top + 1) / 2
@@ -247,7 +252,10 @@ def _part_regions(a, subject: str) -> tuple[np.ndarray, np.ndarray]:
     shifted = [part_mask(subject, u + du / sx, v + dv / sy) for du, dv in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))]
     part = np.logical_and.reduce(shifted)
     body = ~np.logical_or.reduce(shifted)
-    return body & a["mask"], part & a["mask"]
+    # and 1 px inside the silhouette: a blurred edge mixes ink with the background
+    f = np.pad(a["filled"], 1)
+    inner = a["filled"] & f[:-2, 1:-1] & f[2:, 1:-1] & f[1:-1, :-2] & f[1:-1, 2:]
+    return body & a["mask"] & inner, part & a["mask"] & inner
 
 
 def region_scores(img, subject: str) -> dict | None:
@@ -264,18 +272,18 @@ def region_scores(img, subject: str) -> dict | None:
             "n_body": int(body.sum()), "n_part": int(part.sum())}
 
 
-def judgeable(subject: str, style: str = "plain") -> bool:
-    """Whether ``style`` leaves enough of ``subject``'s part visible to judge (not an outline
-    badge), read off a clean render of it."""
-    r = region_scores(render(Scene(SUBJECTS[subject].class_shape, None, "white", "center", "large", style,
+def judgeable(subject: str, style: str = "plain", size: str = "large") -> bool:
+    """Whether ``style`` at ``size`` leaves enough of ``subject``'s part and body visible to judge
+    (not an outline badge, not a small dotted tent), read off a clean render of it."""
+    r = region_scores(render(Scene(SUBJECTS[subject].class_shape, None, "white", "center", size, style,
                                    subject)), subject)
     return r is not None and r["n_part"] >= 3 and r["n_body"] >= 3
 
 
-def subject_match(img, subject: str, style: str = "plain") -> bool | None:
+def subject_match(img, subject: str, style: str = "plain", size: str = "large") -> bool | None:
     """Is this ``subject`` (its class shape with its part, in its colours)?  None (abstain) where
-    ``style`` hides the part."""
-    if not _judgeable(subject, style):
+    ``style`` at the prompted ``size`` hides the part."""
+    if not _judgeable(subject, style, size):
         return None
     r = region_scores(img, subject)
     return bool(r is not None and r["shape"] == SUBJECTS[subject].class_shape and r["n_part"] >= 3
@@ -300,11 +308,11 @@ def judge(img, scene: Scene) -> dict[str, bool | None]:
     if scene.subject is not None:
         keys = ("position", "size", "style")
         if a is None:
-            match = None if not _judgeable(scene.subject, scene.style) else False
+            match = None if not _judgeable(scene.subject, scene.style, scene.size) else False
             return {**out, **dict.fromkeys(keys, False), "subject_match": match}
         out.update(position=_position(a) == scene.position, size=_size(a) == scene.size,
                    style=_style(a) == scene.style)
         out = {k: bool(v) for k, v in out.items()}
-        return {**out, "subject_match": subject_match(img, scene.subject, scene.style)}
+        return {**out, "subject_match": subject_match(img, scene.subject, scene.style, scene.size)}
     got = _attributes(img, a)
     return {k: bool(v == getattr(scene, k)) for k, v in got.items()}

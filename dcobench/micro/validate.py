@@ -108,9 +108,11 @@ def degradation(pipe, n: int = 60, seed: int = 0, cfg_scale: float = 3.0, steps:
                       cfg_scale, steps)
     pairs = sample_degradation(images, scenes)
     blur, noise = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
-    return {"n": len(pairs), "strengths": [[float(b), float(s)] for b, s in pairs],
+    shift = np.array([np.linalg.norm(p[2:5]) for p in pairs])
+    return {"n": len(pairs), "strengths": [list(p) for p in pairs],
             "blur_median": float(np.median(blur)), "noise_median": float(np.median(noise)),
-            "noise_p90": float(np.quantile(noise, 0.9))}
+            "noise_p90": float(np.quantile(noise, 0.9)), "ink_shift_median": float(np.median(shift)),
+            "ink_shift_p90": float(np.quantile(shift, 0.9))}
 
 
 def _f(x, fmt="{:.2f}") -> str:
@@ -168,8 +170,11 @@ def validation_table(stats: dict, base: dict, diversity: dict, degradation: dict
               f"RGB units) for {diversity['share_differing']:.0%} of prompts, the shape's box moves for "
               f"{diversity['share_box_moved']:.0%}; mean |diff| {diversity['mean_abs_diff']:.1f} RGB units.", "",
               f"Degradation of real samples ({degradation['n']} base-model samples against the best-aligned clean "
-              f"render of their prompt): Gaussian blur sigma median {degradation['blur_median']:.2f} px, residual noise "
-              f"median {degradation['noise_median']:.1f} RGB units (90th percentile {degradation['noise_p90']:.1f}).",
+              f"render of their prompt): Gaussian blur sigma median {degradation['blur_median']:.2f} px; object colour "
+              f"shift median {degradation['ink_shift_median']:.1f} RGB units (90th percentile "
+              f"{degradation['ink_shift_p90']:.1f}); pixel noise (robust std) median {degradation['noise_median']:.1f} "
+              f"(90th percentile {degradation['noise_p90']:.1f}). The judges' degraded sets apply these, one measured "
+              "sample's values per image.",
               "", "micro-clip zero-shot retrieval against one-attribute-off candidates (chance "
               f"{_f(retrieval.get('chance_all'))}): image→text {_f(retrieval.get('i2t_top1'))}, text→image "
               f"{_f(retrieval.get('t2i_top1'))}; image→text by attribute: "
