@@ -21,7 +21,7 @@ import torch
 
 from .config import TrainConfig
 from .errors import DcoError
-from .lora import add_lora
+from .lora import add_lora, lora_disabled, lora_layers
 from .methods.base import Objective
 from .models.pipeline import Conditioner
 from .suites.base import Subject
@@ -132,6 +132,7 @@ def train_lora(
         if module is not None:
             module.requires_grad_(False)
     params = add_lora(model, cfg.rank, cfg.alpha, cfg.target_modules, seed)
+    layers = lora_layers(model)
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     noising = family.noising(pipe.scheduler)
@@ -185,12 +186,8 @@ def train_lora(
                 pred, prior_pred = both.split([x_t.shape[0], prior_batch[0].shape[0]])
             ref = None
             if objective.needs_reference:
-                with torch.no_grad():
-                    model.disable_adapters()
-                    try:
-                        ref = family.forward(model, x_t, t, {k: v[idx.to(v.device)] for k, v in base_caps.items()})
-                    finally:
-                        model.enable_adapters()
+                with torch.no_grad(), lora_disabled(model, layers):
+                    ref = family.forward(model, x_t, t, {k: v[idx.to(v.device)] for k, v in base_caps.items()})
             prior_args = None if prior_batch is None else (prior_pred, prior_batch[3], prior_batch[4])
             loss, last = objective(pred, target, ref, weights, prior_args)
             if not math.isfinite(loss.item()):
