@@ -189,7 +189,8 @@ def subject_at(kind: str, resolution: int, root: Path | None = None):
 
 # name: (pipeline builder, resolution, training config: each suite's own defaults)
 MODELS = {
-    "micro": (micro_pipeline, 32, lambda: {k: micro_train_defaults()[k] for k in ("rank", "alpha", "lr", "batch_size")}),
+    "micro": (micro_pipeline, 32, lambda: {k: micro_train_defaults()[k] for k in ("rank", "alpha", "lr",
+                                                                                  "batch_size")}),
     "tiny-sd": (tiny_sd_pipeline, 64, lambda: {"rank": 4, "alpha": 4.0, "lr": 1e-3, "batch_size": 1}),
 }
 

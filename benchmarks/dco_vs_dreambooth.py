@@ -77,7 +77,8 @@ class Variants:
             return self.dco(pred, target, ref)[0]
         n = x.shape[0]
         with per_sample_adapters(self.model, [TRAIN_ADAPTER] * n + [BASE] * n):
-            both = fwd(self.model, torch.cat([x, x]), torch.cat([t, t]), {k: torch.cat([caps[k], bases[k]]) for k in caps})
+            both = fwd(self.model, torch.cat([x, x]), torch.cat([t, t]),
+                       {k: torch.cat([caps[k], bases[k]]) for k in caps})
         pred, ref = both.split(n)
         return self.dco(pred, target, ref.detach())[0]
 
@@ -142,7 +143,8 @@ def main():
               "separate ref / DB (same pieces)", "batched ref / DB", "batched / separate",
               "batched vs separate: loss / grad max diff"]
     print(table(header, rows))
-    print(f"load average {load0} -> {load1}; {machine(threads)}; {args.rounds} alternating rounds of {args.steps} steps")
+    print(f"load average {load0} -> {load1}; {machine(threads)}; "
+          f"{args.rounds} alternating rounds of {args.steps} steps")
     if not args.no_record:
         record("DCO against DreamBooth, training step (issue 14, item 2)", INTRO,
                ["date", "machine", "load avg", "command", *header],

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from dcobench.config import ScoreConfig
-from dcobench.metrics.base import normalise
 from dcobench.scoring import Scorer
 
 

@@ -85,7 +85,8 @@ def main():
     header = ["model", "setting", "example ms/step", "dcobench ms/step", "dcobench / example", "max loss diff",
               "dcobench setup ms (once per subject)"]
     print(table(header, rows))
-    print(f"load average {load0} -> {load1}; {machine(threads)}; {args.rounds} alternating rounds of {args.steps} steps")
+    print(f"load average {load0} -> {load1}; {machine(threads)}; "
+          f"{args.rounds} alternating rounds of {args.steps} steps")
     if not args.no_record:
         record("Training step against the diffusers DreamBooth LoRA example (issue 14, item 1)", INTRO,
                ["date", "machine", "load avg", "command", *header],

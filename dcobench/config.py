@@ -19,9 +19,10 @@ import yaml
 from .errors import DcoError, did_you_mean
 
 
-def option(default, help: str, check=None, choices=None):
-    """A config field with help text, an optional range check and optional allowed values."""
-    meta = {"help": help, "check": check, "choices": choices}
+def option(default, help: str, check=None, choices=None, identity: bool = True):
+    """A config field with help text, an optional range check and optional allowed values.
+    `identity=False` marks an option that changes only speed: it stays out of cell ids."""
+    meta = {"help": help, "check": check, "choices": choices, "identity": identity}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -55,6 +56,9 @@ class TrainConfig:
         choices=["no", "fp16", "bf16"],
     )
     gradient_checkpointing: bool = option(False, "Recompute UNet activations in backward to save memory.")
+    compile: bool = option(
+        False, "torch.compile the denoiser for training: faster steps on a GPU after a one-off compile (tens of "
+        "seconds); on a CPU the compile takes minutes. Speed only: not part of cell ids.", identity=False)
     snr_gamma: float = option(0.0, "Min-SNR loss weighting gamma (5.0 is common); 0 turns it off.", non_negative)
     offset_noise: float = option(0.0, "Offset noise scale (the paper's SDXL style recipe uses 0.1).", non_negative)
     train_token: bool = option(
@@ -219,6 +223,16 @@ def check_value(f: dataclasses.Field, tp, value, where: str):
         if problem:
             raise DcoError(f"{where}: {problem} (got {v!r})")
     return value
+
+
+def identity_dict(cfg) -> dict:
+    """`dataclasses.asdict(cfg)` without the options marked `identity=False` (speed only), so that
+    turning one on, or adding one, leaves existing cell ids as they were."""
+    out = dataclasses.asdict(cfg)
+    for f in dataclasses.fields(cfg):
+        if not f.metadata.get("identity", True):
+            out.pop(f.name)
+    return out
 
 
 def field_help(cls, prefix: str = "") -> list[tuple[str, str, str]]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import methods as _methods  # noqa: F401  (registers the objectives)
 from .config import (MethodConfig, RunConfig, SampleConfig, TrainConfig, check_value, deep_merge, from_dict,
-                     load_yaml, parse_override, set_dotted)
+                     identity_dict, load_yaml, parse_override, set_dotted)
 from .errors import DcoError, did_you_mean
 from .registry import METHODS
 from .suites import Subject, Suite, get_suite
@@ -163,7 +163,7 @@ class Cell:
         return {
             "method": self.method,
             "method_config": mcfg,
-            "train": dataclasses.asdict(self.train),
+            "train": identity_dict(self.train),
             "subject": {"name": self.subject.name, "fingerprint": self.subject.fingerprint(),
                         "class_noun": self.subject.class_noun, "identifier": self.subject.identifier},
             "seed": self.seed,

@@ -124,6 +124,8 @@ def train_lora(
     captions are re-encoded with gradients each step; the base captions (no identifier) stay cached.
     `prior` (class images) is required when the objective `needs_prior`: each micro-batch then
     holds `batch_size` instance and `batch_size` class examples in one denoiser call.
+    With `cfg.compile` the forward calls go through `torch.compile(model)`; the reference pass
+    switches the adapters off, which compiles a second graph once.
     """
     family = cond.family
     model = family.denoiser(pipe)
@@ -135,6 +137,9 @@ def train_lora(
     layers = lora_layers(model)
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
+    # a compiled wrapper for the forward calls only: adapters are switched on `model`, and the
+    # pipeline keeps the plain module for sampling and saving
+    fwd_model = torch.compile(model) if cfg.compile else model
     noising = family.noising(pipe.scheduler)
     optimizer = make_optimizer(params, cfg)
     tokens = None
@@ -179,15 +184,15 @@ def train_lora(
                 prior_batch = (noising.add_noise(px0, pnoise, pt), pt, pcond, noising.target(px0, pnoise, pt),
                                noising.weights(pt, cfg))
             if prior_batch is None:
-                pred = family.forward(model, x_t, t, caps)
+                pred = family.forward(fwd_model, x_t, t, caps)
             else:  # instance and class examples in one call, as DreamBooth trainers batch them
-                both = family.forward(model, torch.cat([x_t, prior_batch[0]]), torch.cat([t, prior_batch[1]]),
+                both = family.forward(fwd_model, torch.cat([x_t, prior_batch[0]]), torch.cat([t, prior_batch[1]]),
                                       {k: torch.cat([caps[k], prior_batch[2][k].to(caps[k].dtype)]) for k in caps})
                 pred, prior_pred = both.split([x_t.shape[0], prior_batch[0].shape[0]])
             ref = None
             if objective.needs_reference:
                 with torch.no_grad(), lora_disabled(model, layers):
-                    ref = family.forward(model, x_t, t, {k: v[idx.to(v.device)] for k, v in base_caps.items()})
+                    ref = family.forward(fwd_model, x_t, t, {k: v[idx.to(v.device)] for k, v in base_caps.items()})
             prior_args = None if prior_batch is None else (prior_pred, prior_batch[3], prior_batch[4])
             loss, last = objective(pred, target, ref, weights, prior_args)
             if not math.isfinite(loss.item()):
