@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 REGRESS_OUT ?= runs/ci-tiny
 MICRO_OUT ?= runs/ci-micro
 
-.PHONY: run test test-slow test-all install clean regress baseline regress-micro baseline-micro
+.PHONY: run test test-slow test-all install clean regress baseline regress-micro baseline-micro bench bench-micro-run
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,6 +34,20 @@ test-slow: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m "not gpu"
+
+# Speed and memory against what users would run instead (issue 14): the CPU benchmarks, each
+# printing its ratios beside their goals and appending dated rows to benchmarks/RESULTS.md.
+# About 10 minutes on an idle 2-core machine. The GPU one is benchmarks/gpu_sdxl_vs_diffusers.py.
+bench: $(STAMP)
+	$(PY) benchmarks/train_vs_diffusers.py --steps 8 --rounds 4
+	$(PY) benchmarks/dco_vs_dreambooth.py --steps 8 --rounds 4
+	$(PY) benchmarks/guidance.py --rounds 3
+	$(PY) benchmarks/scaling.py --steps 1
+	$(PY) benchmarks/scoring_throughput.py
+
+# The micro world's default run (11-15 minutes): wall time and peak memory against their budgets.
+bench-micro-run: $(STAMP)
+	$(PY) benchmarks/micro_run.py
 
 # The fidelity guard CI runs: a small deterministic run on the tiny suite against the committed baseline.
 regress: $(STAMP)
