@@ -3,8 +3,10 @@ models, and dated rows in RESULTS.md.
 
 Fairness on a busy 2-core box: both sides of a ratio run in one process, in alternating order
 (A B, B A, A B, ...), and each side's figure is the median of its rounds, so background load hits
-both sides alike. Torch's thread count is set explicitly and written into every row, with the
-1-minute load average at the start and end of the script.
+both sides alike. Times are this process's CPU time (`time.process_time`, all its threads) with
+torch on one thread: on an idle machine that equals wall time, and unlike wall time it does not
+count the slices other processes take from the cores. Torch's thread count is set explicitly and
+written into every row, with the 1-minute load average at the start and end of the script.
 
 Peak memory on the CPU is the resident set of a child process: `/proc/self/clear_refs` resets its
 high-water mark once the models are built, so a figure is the peak of the measured work alone
@@ -81,10 +83,15 @@ def median(xs) -> float:
     return statistics.median(xs)
 
 
+def now() -> float:
+    """This process's CPU seconds (see the module docstring)."""
+    return time.process_time()
+
+
 def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
+    start = now()
     fn()
-    return time.perf_counter() - start
+    return now() - start
 
 
 def verdict(ratio: float, goal: float) -> str:
@@ -228,12 +235,12 @@ def setup(name: str, resolution: int | None = None, batch_size: int | None = Non
         train["batch_size"] = batch_size
     pipe = build()
     subject = subject_at("micro" if name == "micro" else "tiny", res)
-    start = time.perf_counter()
+    start = now()
     cond = Conditioner(pipe, res)
     latents = encode_images(pipe.vae, subject.images, res)
     cond(subject.captions)
     cond(subject.base_captions)
-    return Setup(name, pipe, res, train, subject, cond, latents, time.perf_counter() - start)
+    return Setup(name, pipe, res, train, subject, cond, latents, now() - start)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,11 +18,10 @@ backward through the activations), so the floor is about 1.5x. Goal: <= 1.55x.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
-from common import (alternate, command, load_avg, machine, median, record, set_threads, setup, table, today,
-                    verdict)
+from common import (alternate, command, load_avg, machine, median, now, record, set_threads, setup, table,
+                    today, verdict)
 from per_sample import BASE, per_sample_adapters
 
 from dcobench.lora import TRAIN_ADAPTER, add_lora, lora_disabled, lora_layers, remove_training_adapter
@@ -36,7 +35,7 @@ GOAL = 1.55
 def trainer_step_time(s, objective, steps: int, seed: int = 0) -> float:
     marks = []
     train_lora(s.pipe, s.cond, s.latents, s.subject, objective, s.train_config(steps), seed,
-               on_step=lambda step, logs: marks.append(time.perf_counter()))
+               on_step=lambda step, logs: marks.append(now()))
     remove_training_adapter(s.pipe.unet)
     return (marks[-1] - marks[0]) / (len(marks) - 1)
 
@@ -103,10 +102,10 @@ class Variants:
     def timer(self, kind: str, steps: int):
         def run() -> float:
             self.step(kind, self.batch())
-            start = time.perf_counter()
+            start = now()
             for _ in range(steps - 1):
                 self.step(kind, self.batch())
-            return (time.perf_counter() - start) / (steps - 1)
+            return (now() - start) / (steps - 1)
         return run
 
     def close(self):
@@ -139,7 +138,7 @@ def main():
                      f"{dloss:.0e} / {dgrad:.0e}"])
         out.append((name, dco / db, vbat / vsep))
     load1 = load_avg()
-    header = ["model", "setting", "DreamBooth ms/step", "DCO ms/step", "DCO / DreamBooth (trainer)",
+    header = ["model", "setting", "DreamBooth CPU ms/step", "DCO CPU ms/step", "DCO / DreamBooth (trainer)",
               "separate ref / DB (same pieces)", "batched ref / DB", "batched / separate",
               "batched vs separate: loss / grad max diff"]
     print(table(header, rows))
@@ -158,7 +157,9 @@ disabled, on the base prompt) against a DreamBooth step, through dcobench's `tra
 alternating rounds in one process, medians. The next columns time the same steps built from the
 trainer's pieces, with the reference pass either a separate call (what the trainer does) or
 batched with the training rows in one call through peft's per-sample adapter selection; the two
-forms agree (last column). Goal: DCO <= 1.55x DreamBooth; the faster form is kept in the trainer."""
+forms agree (last column). Goal: DCO <= 1.55x DreamBooth; the faster form is kept in the trainer.
+Times are the process's CPU time with one torch thread (`benchmarks/common.py`), so that other
+processes on the machine do not count."""
 
 
 if __name__ == "__main__":

@@ -114,8 +114,8 @@ def main():
                      f"{b / c:.2f}x", f"{gap:.1e}"])
         out.append((name, g / c, b / c))
     load1 = load_avg()
-    header = ["model", "setting", "CFG ms/image", "consistency ms/image", "consistency / CFG",
-              "batched consistency ms/image", "batched / CFG", "batched vs formula max diff"]
+    header = ["model", "setting", "CFG CPU ms/image", "consistency CPU ms/image", "consistency / CFG",
+              "batched consistency CPU ms/image", "batched / CFG", "batched vs formula max diff"]
     print(table(header, rows))
     print(f"load average {load0} -> {load1}; {machine(threads)}; {args.rounds} alternating rounds")
     if not args.no_record:
@@ -131,7 +131,9 @@ INTRO = """\
 alternating rounds in one process, medians. "batched" puts the base-model rows and the LoRA rows in
 one call with peft's per-sample adapter selection; its last column is its largest difference from
 the guidance formula computed term by term. Goal: consistency <= 1.55x CFG; the faster form is kept
-in the sampler."""
+in the sampler.
+Times are the process's CPU time with one torch thread (`benchmarks/common.py`), so that other
+processes on the machine do not count."""
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (HERE, command, load_avg, machine, peak_mb, record, reset_peak, rss_mb, run_child,
+from common import (HERE, command, load_avg, machine, now, peak_mb, record, reset_peak, rss_mb, run_child,
                     set_threads, setup, table, today)
 
 POINTS = [("micro", 32, b) for b in (1, 4, 16)] + [("tiny-sd", 64, b) for b in (1, 4, 16)] + [("tiny-sd", 128, 1)]
@@ -52,7 +53,7 @@ def child(spec: dict) -> dict:
         out["peak_reset"] &= reset_peak()
         marks = []
         train_lora(s.pipe, s.cond, s.latents, s.subject, objective, s.train_config(1 + spec["steps"]), 0,
-                   on_step=lambda step, logs: marks.append(time.perf_counter()))
+                   on_step=lambda step, logs: marks.append(now()))
         remove_training_adapter(s.pipe.unet)
         out[objective.name] = {"ms": round(1000 * (marks[-1] - marks[0]) / (len(marks) - 1), 1),
                                "peak_mb": round(peak_mb(), 1), "step_mb": round(peak_mb() - base, 1)}
@@ -69,14 +70,20 @@ def step_points(points, steps: int, threads: int) -> list[dict]:
     return rows
 
 
-def dcobench_run(out: Path, cache: Path, overrides: list[str]) -> tuple[float, int]:
-    """Wall seconds of one `dcobench run`, and the class-image sets it generated."""
-    env = dict(os.environ, DCOBENCH_CACHE=str(cache), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    before = class_sets(cache)
+def dcobench_run(out: Path, cache: Path, overrides: list[str]) -> tuple[float, float, int]:
+    """Wall and CPU seconds of one `dcobench run` subprocess (one torch thread), and the
+    class-image sets it generated."""
+    env = dict(os.environ, DCOBENCH_CACHE=str(cache), OMP_NUM_THREADS="1")
+    before, cpu0 = class_sets(cache), children_cpu()
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "dcobench", "run", "--suite", "tiny", "--out", str(out), "--quiet",
                     "subjects=[robot]", "seeds=[0]", *overrides], check=True, env=env, capture_output=True)
-    return time.perf_counter() - start, class_sets(cache) - before
+    return time.perf_counter() - start, children_cpu() - cpu0, class_sets(cache) - before
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def class_sets(cache: Path) -> int:
@@ -113,10 +120,11 @@ def cell_points(full: bool) -> list[dict]:
     return rows
 
 
-def _cell_row(series: str, n: int, wall: float, generated: int, out: Path) -> dict:
+def _cell_row(series: str, n: int, wall: float, cpu: float, generated: int, out: Path) -> dict:
     cells = len(list((out / "cells").glob("*/result.json")))
     loras = len(list((out / "loras").glob("*/train.json")))
-    row = {"series": series, "cells": cells, "wall_s": round(wall, 1), "loras": loras, "class_image_sets": generated}
+    row = {"series": series, "cells": cells, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "loras": loras,
+           "class_image_sets": generated}
     print(json.dumps(row), flush=True)
     return row
 
@@ -136,7 +144,7 @@ def plot(steps: list[dict], cells: list[dict], path: Path) -> None:
             b = [r["batch"] for r in pts]
             ax[0, 0].plot(b, [r[method]["ms"] for r in pts], style, marker="o", label=f"{model} {res}px {method}")
             ax[0, 1].plot(b, [r[method]["step_mb"] for r in pts], style, marker="o", label=f"{model} {res}px {method}")
-    for a, what in ((ax[0, 0], "ms per training step"), (ax[0, 1], "step memory above the models (MB)")):
+    for a, what in ((ax[0, 0], "CPU ms per training step"), (ax[0, 1], "step memory above the models (MB)")):
         a.set(xscale="log", yscale="log", xlabel="batch size", ylabel=what, xticks=[1, 4, 16],
               xticklabels=["1", "4", "16"])
         a.legend(fontsize=7)
@@ -146,15 +154,15 @@ def plot(steps: list[dict], cells: list[dict], path: Path) -> None:
     ax[1, 0].bar([i - 0.2 for i in x], [r["dco"]["ms"] for r in by_res], 0.4, label="DCO ms/step")
     ax[1, 0].bar([i + 0.2 for i in x], [r["dreambooth"]["ms"] for r in by_res], 0.4, label="DreamBooth ms/step")
     twin = ax[1, 0].twinx()
-    twin.plot(list(x), [r["dco"]["peak_mb"] for r in by_res], "k^", label="DCO peak RSS (MB)")
-    ax[1, 0].set(xticks=list(x), xticklabels=labels, ylabel="ms per step (batch 1)", yscale="log")
-    twin.set_ylabel("peak RSS (MB)")
+    twin.plot(list(x), [r["dco"]["step_mb"] for r in by_res], "k^", label="DCO step memory (MB)")
+    ax[1, 0].set(xticks=list(x), xticklabels=labels, ylabel="CPU ms per step (batch 1)", yscale="log")
+    twin.set(ylabel="step memory above the models (MB)", yscale="log")
     ax[1, 0].legend(fontsize=7, loc="upper left")
     twin.legend(fontsize=7, loc="upper right")
     for series in dict.fromkeys(r["series"] for r in cells):
         pts = [r for r in cells if r["series"] == series]
-        ax[1, 1].plot([r["cells"] for r in pts], [r["wall_s"] for r in pts], marker="o", label=series)
-    ax[1, 1].set(xlabel="cells in the run", ylabel="wall time of `dcobench run` (s)", xticks=[1, 8, 32])
+        ax[1, 1].plot([r["cells"] for r in pts], [r["cpu_s"] for r in pts], marker="o", label=series)
+    ax[1, 1].set(xlabel="cells in the run", ylabel="CPU time of `dcobench run` (s, one thread)", xticks=[1, 8, 32])
     ax[1, 1].legend(fontsize=7)
     fig.suptitle("dcobench scaling on the CPU (benchmarks/scaling.py)")
     fig.tight_layout()
@@ -179,19 +187,19 @@ def main():
     load1 = load_avg()
     cells = [] if args.skip_cells else cell_points(args.full)
     load2 = load_avg()
-    step_header = ["model", "px", "batch", "DreamBooth ms/step", "DCO ms/step", "DreamBooth peak RSS MB",
+    step_header = ["model", "px", "batch", "DreamBooth CPU ms/step", "DCO CPU ms/step", "DreamBooth peak RSS MB",
                    "DCO peak RSS MB", "DreamBooth step MB", "DCO step MB"]
     step_rows = [[r["model"], r["resolution"], r["batch"], r["dreambooth"]["ms"], r["dco"]["ms"],
                   r["dreambooth"]["peak_mb"], r["dco"]["peak_mb"], r["dreambooth"]["step_mb"], r["dco"]["step_mb"]]
                  for r in steps]
     print(table(step_header, step_rows))
-    base = {r["series"]: r["wall_s"] for r in cells if r["cells"] == 1 and "cache" not in r["series"]}
-    cell_header = ["series", "cells", "wall s", "LoRAs trained", "class-image sets generated",
-                   "marginal s per added cell"]
+    base = {r["series"]: r["cpu_s"] for r in cells if r["cells"] == 1 and "cache" not in r["series"]}
+    cell_header = ["series", "cells", "wall s", "CPU s", "LoRAs trained", "class-image sets generated",
+                   "marginal CPU s per added cell"]
     cell_rows = []
     for r in cells:
-        marginal = (r["wall_s"] - base[r["series"]]) / (r["cells"] - 1) if r["cells"] > 1 else None
-        cell_rows.append([r["series"], r["cells"], r["wall_s"], r["loras"], r["class_image_sets"],
+        marginal = (r["cpu_s"] - base[r["series"]]) / (r["cells"] - 1) if r["cells"] > 1 else None
+        cell_rows.append([r["series"], r["cells"], r["wall_s"], r["cpu_s"], r["loras"], r["class_image_sets"],
                           "" if marginal is None else f"{marginal:.2f}"])
     if cells:
         print(table(cell_header, cell_rows))
@@ -209,8 +217,8 @@ def main():
 
 
 STEP_INTRO = """\
-`benchmarks/scaling.py` (plotted in `benchmarks/scaling.png`): ms per training step through
-`train_lora` (the mean of the timed steps after one warm-up step) and peak resident memory,
+`benchmarks/scaling.py` (plotted in `benchmarks/scaling.png`): CPU ms per training step (one torch
+thread) through `train_lora` (the mean of the timed steps after one warm-up step) and peak resident memory,
 each point in a fresh process on models built from configs. "peak RSS" is the process's resident
 high-water mark during the training (reset after the models were built); "step MB" is that peak
 minus the resident set before training, i.e. what the step needs on top of the models. The
@@ -218,12 +226,13 @@ points run one after another, so background load moves them more than it moves t
 ratios above."""
 
 CELL_INTRO = """\
-`benchmarks/scaling.py`: wall time of `dcobench run --suite tiny subjects=[robot] seeds=[0]` (a
-subprocess, fresh run folder, tiny model and encoders already built) against its number of cells.
+`benchmarks/scaling.py`: wall and CPU time (one torch thread) of `dcobench run --suite tiny
+subjects=[robot] seeds=[0]` (a subprocess, fresh run folder, tiny model and encoders already
+built) against its number of cells.
 The cells differ only in a sampling knob, so one LoRA is trained and reused; DreamBooth with prior
 preservation also generates its 8 class images once per run and every cell reuses them; its last
-row is a new run folder whose class images come from the cache. "marginal s per added cell" is
-(wall - wall of the 1-cell run) / (cells - 1): the cost of a sampling-only cell."""
+row is a new run folder whose class images come from the cache. "marginal CPU s per added cell" is
+(CPU s - CPU s of the 1-cell run) / (cells - 1): the cost of a sampling-only cell."""
 
 
 if __name__ == "__main__":

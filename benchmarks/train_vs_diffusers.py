@@ -18,10 +18,9 @@ and times all steps but the first; the figure is the median over rounds.
 from __future__ import annotations
 
 import argparse
-import time
 
-from common import (alternate, command, load_avg, machine, median, record, set_threads, setup, table, today,
-                    verdict)
+from common import (alternate, command, load_avg, machine, median, now, record, set_threads, setup, table,
+                    today, verdict)
 from diffusers_loop import ExampleLoop
 
 from dcobench.lora import remove_training_adapter
@@ -43,7 +42,7 @@ class Sides:
     def dcobench(self) -> float:
         s, marks = self.s, []
         report = train_lora(s.pipe, s.cond, s.latents, s.subject, DreamBooth(), self.cfg, self.seed,
-                            on_step=lambda step, logs: marks.append(time.perf_counter()))
+                            on_step=lambda step, logs: marks.append(now()))
         remove_training_adapter(s.pipe.unet)
         self.losses["dcobench"] = report.losses
         return (marks[-1] - marks[0]) / (len(marks) - 1)
@@ -53,9 +52,9 @@ class Sides:
         loop = ExampleLoop(s.pipe, s.subject, t["rank"], t["alpha"], self.cfg.target_modules, t["lr"],
                            t["batch_size"], s.resolution, self.seed)
         losses = [loop.step()]
-        start = time.perf_counter()
+        start = now()
         losses += [loop.step() for _ in range(self.steps - 1)]
-        per_step = (time.perf_counter() - start) / (self.steps - 1)
+        per_step = (now() - start) / (self.steps - 1)
         loop.close()
         self.losses["example"] = losses
         return per_step
@@ -82,7 +81,7 @@ def main():
                      f"{sides.loss_gap():.1e}", f"{1000 * sides.s.setup_s:.0f}"])
         out.append((name, dc / ex))
     load1 = load_avg()
-    header = ["model", "setting", "example ms/step", "dcobench ms/step", "dcobench / example", "max loss diff",
+    header = ["model", "setting", "example CPU ms/step", "dcobench CPU ms/step", "dcobench / example", "max loss diff",
               "dcobench setup ms (once per subject)"]
     print(table(header, rows))
     print(f"load average {load0} -> {load1}; {machine(threads)}; "
@@ -101,7 +100,9 @@ images read and transformed, VAE encode, text encode, noise, UNet forward/backwa
 AdamW, every step), same UNet, LoRA, batch and seed, alternating rounds in one process, medians.
 "max loss diff" is the largest per-step difference of the two loss curves (same seeds, same
 examples and noise). The micro model is built from its configs with random weights (a step's
-cost does not depend on them). Goal: dcobench <= 0.8x the example's time per step."""
+cost does not depend on them). Goal: dcobench <= 0.8x the example's time per step.
+Times are the process's CPU time with one torch thread (`benchmarks/common.py`), so that other
+processes on the machine do not count."""
 
 
 if __name__ == "__main__":
