@@ -37,12 +37,13 @@ test-all: $(STAMP)
 
 # Speed and memory against what users would run instead (issue 14): the CPU benchmarks, each
 # printing its ratios beside their goals and appending dated rows to benchmarks/RESULTS.md.
-# About 10 minutes on an idle 2-core machine. The GPU one is benchmarks/gpu_sdxl_vs_diffusers.py.
+# Took 31 minutes at load average 5-9 on a shared 2-core box (not yet timed on an idle one).
+# The GPU one is benchmarks/gpu_sdxl_vs_diffusers.py.
 bench: $(STAMP)
 	$(PY) benchmarks/train_vs_diffusers.py --steps 8 --rounds 4
 	$(PY) benchmarks/dco_vs_dreambooth.py --steps 8 --rounds 4
 	$(PY) benchmarks/guidance.py --rounds 3
-	$(PY) benchmarks/scaling.py --steps 1
+	$(PY) benchmarks/scaling.py --steps 2
 	$(PY) benchmarks/scoring_throughput.py
 
 # The micro world's default run (11-15 minutes): wall time and peak memory against their budgets.
