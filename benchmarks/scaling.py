@@ -15,7 +15,7 @@ run's wall time against its number of cells. Writes `benchmarks/scaling.png`.
      set of class images, generated once and reused by every cell; then the 1-cell run again into a
      new folder, whose class images come from the cache.
 
-    python benchmarks/scaling.py [--steps 3] [--full] [--threads 1]
+    python benchmarks/scaling.py [--steps 3] [--full] [--threads 1]   (--replot redraws from scaling.json)
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from pathlib import Path
 from common import (HERE, command, load_avg, machine, now, peak_mb, record, reset_peak, rss_mb, run_child,
                     set_threads, setup, table, today)
 
+DATA = HERE / "scaling.json"  # the figures behind scaling.png, from the last run
 POINTS = [("micro", 32, b) for b in (1, 4, 16)] + [("tiny-sd", 64, b) for b in (1, 4, 16)] + [("tiny-sd", 128, 1)]
 FULL = [("tiny-sd", 128, 4), ("tiny-sd", 128, 16)]
 
@@ -154,7 +155,9 @@ def plot(steps: list[dict], cells: list[dict], path: Path) -> None:
     ax[1, 0].bar([i - 0.2 for i in x], [r["dco"]["ms"] for r in by_res], 0.4, label="DCO ms/step")
     ax[1, 0].bar([i + 0.2 for i in x], [r["dreambooth"]["ms"] for r in by_res], 0.4, label="DreamBooth ms/step")
     twin = ax[1, 0].twinx()
-    twin.plot(list(x), [r["dco"]["step_mb"] for r in by_res], "k^", label="DCO step memory (MB)")
+    mem = [r["dco"]["step_mb"] for r in by_res]
+    twin.plot(list(x), mem, "k^-", markersize=9, label="DCO step memory (MB)")
+    twin.set_ylim(min(mem) / 2, max(mem) * 2)
     ax[1, 0].set(xticks=list(x), xticklabels=labels, ylabel="CPU ms per step (batch 1)", yscale="log")
     twin.set(ylabel="step memory above the models (MB)", yscale="log")
     ax[1, 0].legend(fontsize=7, loc="upper left")
@@ -177,9 +180,14 @@ def main():
     ap.add_argument("--full", action="store_true", help="also tiny SD 128 px at batch 4 and 16, and 32 prior cells")
     ap.add_argument("--skip-cells", action="store_true", help="only the step points")
     ap.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
+    ap.add_argument("--replot", action="store_true", help="redraw scaling.png from scaling.json; measure nothing")
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
+        return
+    if args.replot:
+        data = json.loads(DATA.read_text())
+        plot(data["steps"], data["cells"], HERE / "scaling.png")
         return
     threads = set_threads(args.threads)
     load0 = load_avg()
@@ -204,6 +212,7 @@ def main():
     if cells:
         print(table(cell_header, cell_rows))
     print(f"load average {load0} -> {load1} -> {load2}; {machine(threads)}")
+    DATA.write_text(json.dumps({"date": today(), "command": command(), "steps": steps, "cells": cells}, indent=1))
     plot(steps, cells, HERE / "scaling.png")
     if not args.no_record:
         meta = [today(), machine(threads), f"`{command()}`"]
