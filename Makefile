@@ -12,7 +12,7 @@ STUDY ?= micro_paper
 STUDY_OUT ?= runs/micro-study
 STUDY_REPORT ?= reports/micro-study
 
-.PHONY: run test test-slow test-all install clean regress baseline regress-micro baseline-micro wheel study
+.PHONY: run test test-slow test-all install clean regress baseline regress-micro baseline-micro wheel study bench bench-micro-run
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -42,6 +42,21 @@ test-slow: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m "not gpu"
+
+# Speed and memory against what users would run instead (issue 14): the CPU benchmarks, each
+# printing its ratios beside their goals and appending dated rows to benchmarks/RESULTS.md.
+# Took 31 minutes at load average 5-9 on a shared 2-core box (not yet timed on an idle one).
+# The GPU one is benchmarks/gpu_sdxl_vs_diffusers.py.
+bench: $(STAMP)
+	$(PY) benchmarks/train_vs_diffusers.py --steps 8 --rounds 4
+	$(PY) benchmarks/dco_vs_dreambooth.py --steps 8 --rounds 4
+	$(PY) benchmarks/guidance.py --rounds 3
+	$(PY) benchmarks/scaling.py --steps 2
+	$(PY) benchmarks/scoring_throughput.py
+
+# The micro world's default run (11-15 minutes): wall time and peak memory against their budgets.
+bench-micro-run: $(STAMP)
+	$(PY) benchmarks/micro_run.py
 
 # The fidelity guard CI runs: a small deterministic run on the tiny suite against the committed baseline.
 regress: $(STAMP)

@@ -24,9 +24,6 @@ from .config import MethodConfig, SampleConfig, TrainConfig
 from .suites.base import Subject, Suite
 
 ALONE = ("subject", "style")  # the unmerged rows of a merge pair
-# Training fields that cannot change the trained LoRA: kept out of the train id (and so the cell id),
-# so that adding them kept every existing id, and changing them never retrains.
-NOT_IDENTITY = ("resume_every",)
 _STYLED = re.compile(r"\bstyle\b")
 
 
@@ -49,12 +46,13 @@ def sample_identity(sample: SampleConfig) -> dict:
 
 
 def config_identity(cfg) -> dict:
-    """A config as ids hash it: every field, except those added later (`option(id_default=True)`)
-    while they keep their default, so adding such a field changes no existing id."""
+    """A config as ids hash it: every field, except options that cannot change a result
+    (`option(identity=False)`: speed, resumability) and fields added later (`option(id_default=True)`)
+    while they keep their default, so adding either changes no existing id."""
     out = dataclasses.asdict(cfg)
     for f in dataclasses.fields(cfg):
-        if f.metadata.get("id_default") and out[f.name] == (f.default if f.default is not dataclasses.MISSING
-                                                             else f.default_factory()):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if not f.metadata.get("identity", True) or (f.metadata.get("id_default") and out[f.name] == default):
             out.pop(f.name)
     return out
 
@@ -83,7 +81,7 @@ class Cell:
         return {
             "method": self.method,
             "method_config": _public(self.method_cfg),
-            "train": {k: v for k, v in config_identity(self.train).items() if k not in NOT_IDENTITY},
+            "train": config_identity(self.train),
             "subject": {"name": self.subject.name, "fingerprint": self.subject.fingerprint(),
                         "class_noun": self.subject.class_noun, "identifier": self.subject.identifier},
             "seed": self.seed,

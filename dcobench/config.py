@@ -18,13 +18,15 @@ from .errors import DcoError, did_you_mean
 from .overrides import YAML11_BOOLS, deep_merge, load_yaml, parse_override, set_dotted, yaml_load  # noqa: F401
 
 
-def option(default, help: str, check=None, choices=None, id_default: bool = False):
+def option(default, help: str, check=None, choices=None, id_default: bool = False, identity: bool = True):
     """A config field with help text, an optional range check and optional allowed values.
 
     `id_default=True` marks a field added after cells were first hashed: at its default value it is
     left out of cell and train ids (`cells.config_identity`), so adding it changes no existing id.
+    `identity=False` marks an option that cannot change results (speed, resumability): it is never
+    part of an id.
     """
-    meta = {"help": help, "check": check, "choices": choices, "id_default": id_default}
+    meta = {"help": help, "check": check, "choices": choices, "id_default": id_default, "identity": identity}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -58,6 +60,9 @@ class TrainConfig:
         choices=["no", "fp16", "bf16"],
     )
     gradient_checkpointing: bool = option(False, "Recompute UNet activations in backward to save memory.")
+    compile: bool = option(
+        False, "torch.compile the denoiser for training: faster steps on a GPU after a one-off compile (tens of "
+        "seconds); on a CPU the compile takes minutes. Speed only: not part of cell ids.", identity=False)
     snr_gamma: float = option(0.0, "Min-SNR loss weighting gamma (5.0 is common); 0 turns it off.", non_negative)
     offset_noise: float = option(0.0, "Offset noise scale (the paper's SDXL style recipe uses 0.1).", non_negative)
     train_token: bool = option(
@@ -78,6 +83,7 @@ class TrainConfig:
         -1, "Save a resumable training state (LoRA, optimizer, RNG, token row) every N steps, so a killed "
         "training resumes there; -1: every 10% of the steps, at least 50; 0: never. Not part of the train id.",
         lambda x: None if x >= -1 else "must be -1 (every 10% of the steps), 0 (never) or a step count",
+        identity=False,
     )
 
 

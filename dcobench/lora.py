@@ -11,6 +11,7 @@ diffusers' own state-dict converters.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -46,6 +47,35 @@ def add_lora(model, rank: int, alpha: float, target_modules: list[str], seed: in
         p.data = p.data.float()
         p.requires_grad_(True)
     return params
+
+
+def lora_layers(model) -> list:
+    """The denoiser's peft LoRA layers (what `lora_disabled` switches)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+
+
+@contextlib.contextmanager
+def lora_disabled(model, layers: list | None = None):
+    """The base model eps_phi: the same denoiser with its adapters switched off.
+
+    Each LoRA layer is switched with peft's `enable_adapters`, as diffusers' `disable_adapters()`
+    and `enable_adapters()` do, but without their package-version lookup and module walk on every
+    call: 1.5 ms instead of 5.1 ms a pair on the micro UNet, a reference pass every training step
+    and two every sampling step. Pass `layers` (from `lora_layers`) to skip the walk as well.
+    """
+    if not getattr(model, "_hf_peft_config_loaded", False):
+        yield
+        return
+    layers = lora_layers(model) if layers is None else layers
+    for layer in layers:
+        layer.enable_adapters(False)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.enable_adapters(True)
 
 
 def save_lora(pipe, folder: Path) -> Path:

@@ -18,7 +18,6 @@ batch it was denoised in, and the same seed gives the same noise across prompts 
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import time
 from dataclasses import asdict, dataclass
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from .config import SampleConfig
+from .lora import lora_disabled
 from .models.pipeline import Conditioner, cat
 from .store import atomic_save_image
 
@@ -63,19 +63,6 @@ def combine_cfg(eps_uncond, eps_cond, scale: float):
 
 def combine_consistency(eps_phi_uncond, eps_phi_base, eps_theta, w_text: float, w_con: float):
     return eps_phi_uncond + w_text * (eps_phi_base - eps_phi_uncond) + w_con * (eps_theta - eps_phi_base)
-
-
-@contextlib.contextmanager
-def lora_disabled(model):
-    """The base model eps_phi: the same denoiser with its adapters switched off."""
-    if not getattr(model, "_hf_peft_config_loaded", False):
-        yield
-        return
-    model.disable_adapters()
-    try:
-        yield
-    finally:
-        model.enable_adapters()
 
 
 class GuidedSampler:

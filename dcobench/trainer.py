@@ -21,7 +21,7 @@ import torch
 
 from .config import TrainConfig
 from .errors import DcoError
-from .lora import add_lora
+from .lora import add_lora, lora_disabled, lora_layers
 from .methods.base import Objective
 from .models.pipeline import Conditioner
 from .suites.base import Subject
@@ -127,6 +127,8 @@ def train_lora(
     holds `batch_size` instance and `batch_size` class examples in one denoiser call.
     `resume` (a `resume.Resume`) restores a killed training's last saved state before the first
     step and saves it again every `resume.every` steps.
+    With `cfg.compile` the forward calls go through `torch.compile(model)`; the reference pass
+    switches the adapters off, which compiles a second graph once.
     """
     family = cond.family
     model = family.denoiser(pipe)
@@ -135,8 +137,12 @@ def train_lora(
         if module is not None:
             module.requires_grad_(False)
     params = add_lora(model, cfg.rank, cfg.alpha, cfg.target_modules, seed)
+    layers = lora_layers(model)
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
+    # a compiled wrapper for the forward calls only: adapters are switched on `model`, and the
+    # pipeline keeps the plain module for sampling and saving
+    fwd_model = torch.compile(model) if cfg.compile else model
     noising = family.noising(pipe.scheduler)
     optimizer = make_optimizer(params, cfg)
     tokens = None
@@ -185,19 +191,15 @@ def train_lora(
                 prior_batch = (noising.add_noise(px0, pnoise, pt), pt, pcond, noising.target(px0, pnoise, pt),
                                noising.weights(pt, cfg))
             if prior_batch is None:
-                pred = family.forward(model, x_t, t, caps)
+                pred = family.forward(fwd_model, x_t, t, caps)
             else:  # instance and class examples in one call, as DreamBooth trainers batch them
-                both = family.forward(model, torch.cat([x_t, prior_batch[0]]), torch.cat([t, prior_batch[1]]),
+                both = family.forward(fwd_model, torch.cat([x_t, prior_batch[0]]), torch.cat([t, prior_batch[1]]),
                                       {k: torch.cat([caps[k], prior_batch[2][k].to(caps[k].dtype)]) for k in caps})
                 pred, prior_pred = both.split([x_t.shape[0], prior_batch[0].shape[0]])
             ref = None
             if objective.needs_reference:
-                with torch.no_grad():
-                    model.disable_adapters()
-                    try:
-                        ref = family.forward(model, x_t, t, {k: v[idx.to(v.device)] for k, v in base_caps.items()})
-                    finally:
-                        model.enable_adapters()
+                with torch.no_grad(), lora_disabled(model, layers):
+                    ref = family.forward(fwd_model, x_t, t, {k: v[idx.to(v.device)] for k, v in base_caps.items()})
             prior_args = None if prior_batch is None else (prior_pred, prior_batch[3], prior_batch[4])
             loss, last = objective(pred, target, ref, weights, prior_args)
             if not math.isfinite(loss.item()):

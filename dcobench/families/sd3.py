@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import DcoError
-from .base import Family, Noising, read_config, register, vae_scale
+from .base import Family, Noising, compute_dtype, read_config, register, vae_scale
 
 LORA_TARGETS = [  # diffusers' train_dreambooth_lora_sd3.py default: image and context projections
     "attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out",
@@ -87,11 +87,12 @@ class SD3(Family):
     def forward(self, model, x, t, cond):
         if t.ndim == 0:
             t = t.expand(x.shape[0])  # as the stock pipeline does
+        dtype = compute_dtype(model)
         return model(
-            hidden_states=x.to(model.dtype),
+            hidden_states=x.to(dtype),
             timestep=t,
-            encoder_hidden_states=cond["encoder_hidden_states"].to(model.dtype),
-            pooled_projections=cond["pooled_projections"].to(model.dtype),
+            encoder_hidden_states=cond["encoder_hidden_states"].to(dtype),
+            pooled_projections=cond["pooled_projections"].to(dtype),
             return_dict=False,
         )[0]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import DcoError
-from .base import Family, Noising, read_config, vae_scale
+from .base import Family, Noising, compute_dtype, read_config, vae_scale
 
 
 def diffusion_target(scheduler, latents, noise, timesteps) -> torch.Tensor:
@@ -53,13 +53,14 @@ class DDPMNoising(Noising):
 
 
 def unet_forward(unet, latents: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
-    added = {k: cond[k].to(unet.dtype) for k in ("text_embeds", "time_ids") if k in cond}
     # inputs follow the UNet's weight dtype (fp16/bf16 under mixed precision); peft's fp32 LoRA
     # layers cast to their own dtype and back
+    dtype = compute_dtype(unet)
+    added = {k: cond[k].to(dtype) for k in ("text_embeds", "time_ids") if k in cond}
     return unet(
-        latents.to(unet.dtype),
+        latents.to(dtype),
         t,
-        encoder_hidden_states=cond["encoder_hidden_states"].to(unet.dtype),
+        encoder_hidden_states=cond["encoder_hidden_states"].to(dtype),
         added_cond_kwargs=added or None,
         return_dict=False,
     )[0]
