@@ -273,6 +273,18 @@ def ls(what: str = typer.Argument("all", help="methods, baselines, merges, suite
     typer.echo("\n".join(listing(what)))
 
 
+def _clicks() -> list:
+    import importlib
+
+    out = []
+    for name in ("typer._click", "click"):
+        try:
+            out.append(importlib.import_module(name))
+        except ImportError:
+            pass
+    return out
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     try:
         add_plugin_commands()
@@ -283,14 +295,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished cells are kept; rerun the same command to resume", file=sys.stderr)
         return 130
-    except Exception as e:  # click's own usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            return e.exit_code
-        if isinstance(e, click.exceptions.Abort):
-            return 1
+    except Exception as e:  # click's own usage errors (typer >= 0.2x vendors click as typer._click)
+        for click in _clicks():
+            if isinstance(e, click.exceptions.ClickException):
+                e.show()
+                return e.exit_code
+            if isinstance(e, click.exceptions.Abort):
+                return 1
         raise
     return code if isinstance(code, int) else 0
 

@@ -123,3 +123,12 @@ def test_sd35_medium_configs(tiny_suite):
     pp = make_plan(PAPER / "sd35m_dreambooth_pp_subject.yaml").cells[0]
     assert pp.method == "dreambooth_pp" and pp.sample.steps == 40 and pp.method_cfg.num_class_images == 100
     assert make_plan(PAPER / "sd35m_dreambooth_subject.yaml").cells[0].method == "dreambooth"
+
+
+def test_cli_usage_errors_are_one_message_not_a_traceback(capsys):
+    """typer vendors click (typer._click): its usage errors must be shown, not raised."""
+    from dcobench.cli import main
+
+    assert main(["validate"]) == 2
+    err = capsys.readouterr().err
+    assert "Missing argument" in err and "Traceback" not in err
