@@ -109,11 +109,14 @@ def test_oracle_never_accepts_a_class_prior_sample_of_the_base_model(pipe):
 
 def test_judge_error_rates_hold_on_small_sets(judged):
     """The oracle never accepts a hard negative and accepts every clean and VAE-round-tripped
-    subject. On degraded subjects the full measurement (VALIDATION.md, n=120) is 0.89, just under
-    its 0.90 target; on 12 images per subject this floor only catches a broken oracle."""
+    subject. On degraded subjects the full measurement (VALIDATION.md, n=120) is 0.93 against its
+    0.90 target; 12 images per set cannot resolve that, so this floor catches a broken oracle. The
+    same holds for micro-dino's AUC against the class prior (full sets 0.93 and 0.95, target 0.90;
+    an AUC over 4 x 4 pairs per subject moves by about 0.1): the floor 0.8 fails a DINO that does
+    not separate the subject from its class prior (chance 0.5)."""
     rates = judged["judges"]["oracle_subject"]["rate"]
     from dcobench.micro import judges
 
     assert all(rates[k] <= 0.05 for k in judges.NEGATIVE_SETS), rates
     assert rates["clean"] >= 0.95 and rates["vae"] >= 0.9 and rates["degraded"] >= 0.75, rates
-    assert judged["judges"]["dino"]["prior_auc_min"] >= 0.9, judged["judges"]["dino"]["auc"]
+    assert judged["judges"]["dino"]["prior_auc_min"] >= 0.8, judged["judges"]["dino"]["auc"]

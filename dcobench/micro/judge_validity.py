@@ -31,16 +31,18 @@ def build_sets(pipe, subject: str, strengths, rng, n_layouts: int | None = None,
     s = SUBJECTS[subject]
     clean = np.stack([render(Scene(s.class_shape, None, *lay[:3], "plain", subject, lay[3], lay[4])) for lay in lays])
     vae = judges.vae_round_trip(pipe.vae, clean)
-    sets = {"clean": clean, "vae": vae, "degraded": judges.degrade(vae, strengths, rng)}
+    # the strengths were measured against clean renders, so they already contain the VAE's own blur:
+    # degrading the VAE's output instead would count that blur twice
+    sets = {"clean": clean, "vae": vae, "degraded": judges.degrade(clean, strengths, rng)}
     if judges.heavy(strengths):
-        sets[judges.STRESS_SET] = judges.degrade(vae, judges.heavy(strengths), rng)
+        sets[judges.STRESS_SET] = judges.degrade(clean, judges.heavy(strengths), rng)
     prompts, _ = judges.class_prompts(subject, lays)
     sets["class prior (base model)"] = generate(pipe, prompts, [seed * 7919 + i for i in range(len(prompts))],
                                                 cfg_scale, steps)
     rendered = [judges.hard_negatives(subject, lay, rng) for lay in lays]
     for kind in rendered[0]:
         imgs = np.stack([r[kind] for r in rendered])
-        sets[kind] = judges.degrade(judges.vae_round_trip(pipe.vae, imgs), strengths, rng)
+        sets[kind] = judges.degrade(imgs, strengths, rng)
     return sets
 
 

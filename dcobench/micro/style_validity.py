@@ -56,12 +56,12 @@ def build_sets(pipe, style: str, strengths, rng, n: int | None = None, cfg_scale
     base = scenes(rng, n)
     clean = _styled(base, style)
     vae = judges.vae_round_trip(pipe.vae, clean)
-    sets = {"clean": clean, "vae": vae, "degraded": judges.degrade(vae, strengths, rng)}
+    sets = {"clean": clean, "vae": vae, "degraded": judges.degrade(clean, strengths, rng)}  # see judge_validity
     sets["plain (base model)"] = generate(pipe, [caption(s) for s in base],
                                           [seed * 7919 + 17 + i for i in range(len(base))], cfg_scale, steps)
     other = [s for s in HELDOUT_STYLES if s != style][0]
     for name, look in (("plain", "plain"), ("outline", "outline"), ("pastel", "pastel"), ("other held-out", other)):
-        sets[name] = judges.degrade(judges.vae_round_trip(pipe.vae, _styled(base, look)), strengths, rng)
+        sets[name] = judges.degrade(_styled(base, look), strengths, rng)
     return sets
 
 
