@@ -111,10 +111,11 @@ def degradation(pipe, n: int = 60, seed: int = 0, cfg_scale: float = 3.0, steps:
                       cfg_scale, steps)
     keys = ("background", "shape", "color", "position", "size", "style")
     follows = [all(oracle.read_attributes(img)[k] == getattr(s, k) for k in keys) for img, s in zip(images, scenes)]
-    pairs = sample_degradation(images[np.array(follows)], [s for s, ok in zip(scenes, follows) if ok])
+    keep = np.array(follows) if any(follows) else np.ones(len(scenes), bool)  # an untrained model: all
+    pairs = sample_degradation(images[keep], [s for s, ok in zip(scenes, keep) if ok])
     blur, noise = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
     shift = np.array([np.linalg.norm(p[2:5]) for p in pairs])
-    return {"n": len(pairs), "n_off_prompt": len(scenes) - len(pairs), "strengths": [list(p) for p in pairs],
+    return {"n": len(pairs), "n_off_prompt": len(scenes) - sum(follows), "strengths": [list(p) for p in pairs],
             "blur_median": float(np.median(blur)), "noise_median": float(np.median(noise)),
             "noise_p90": float(np.quantile(noise, 0.9)), "ink_shift_median": float(np.median(shift)),
             "ink_shift_p90": float(np.quantile(shift, 0.9))}
