@@ -45,8 +45,28 @@ def lora_files(root: Path) -> dict[str, bytes]:
     return {k: v for k, v in files(root).items() if k.startswith("loras/")}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Every run of this module, in process or not, at one torch thread: CPU results are
+    bit-identical only at one thread count, and a Ray task with num_cpus=1 gets OMP_NUM_THREADS=1
+    whatever the machine has."""
+    import os
+
+    import torch
+
+    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+    if env is None:
+        os.environ.pop("OMP_NUM_THREADS")
+    else:
+        os.environ["OMP_NUM_THREADS"] = env
+
+
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, dcobench_cache) -> Path:
+def reference(tmp_path_factory, dcobench_cache, one_thread) -> Path:
     from conftest import run_cli
 
     out = tmp_path_factory.mktemp("reference") / "run"
