@@ -146,7 +146,12 @@ def run_child(script: Path, spec: dict, timeout: int = 600) -> dict:
 
 def micro_pipeline():
     """The micro world's StableDiffusionPipeline built from its configs (random weights)."""
-    from dcobench.micro.models import build_micro_pipeline, make_text_encoder, make_unet, make_vae
+    from dcobench.micro.models import (
+        build_micro_pipeline,
+        make_text_encoder,
+        make_unet,
+        make_vae,
+    )
 
     return build_micro_pipeline(make_vae(), make_unet(), make_text_encoder())
 

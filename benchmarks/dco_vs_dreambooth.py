@@ -20,13 +20,31 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import (alternate, command, load_avg, machine, median, now, record, set_threads, setup, table,
-                    today, verdict)
+from common import (
+    alternate,
+    command,
+    load_avg,
+    machine,
+    median,
+    now,
+    record,
+    set_threads,
+    setup,
+    table,
+    today,
+    verdict,
+)
 from per_sample import BASE, per_sample_adapters
 
-from dcobench.lora import TRAIN_ADAPTER, add_lora, lora_disabled, lora_layers, remove_training_adapter
+from baselines.dreambooth import DreamBooth
+from dcobench.lora import (
+    TRAIN_ADAPTER,
+    add_lora,
+    lora_disabled,
+    lora_layers,
+    remove_training_adapter,
+)
 from dcobench.methods.dco import DCO
-from dcobench.methods.dreambooth import DreamBooth
 from dcobench.trainer import train_lora
 
 GOAL = 1.55

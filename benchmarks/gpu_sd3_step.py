@@ -25,10 +25,10 @@ import os
 import torch
 from step_timing import DEVICE, RandomCond, timed_training
 
+from baselines.dreambooth import DreamBooth
 from dcobench.config import TrainConfig
 from dcobench.families.sd3 import LORA_TARGETS
 from dcobench.methods.dco import DCO
-from baselines.dreambooth import DreamBooth
 from dcobench.trainer import train_lora
 
 SD35_MEDIUM = dict(  # stabilityai/stable-diffusion-3.5-medium transformer/config.json

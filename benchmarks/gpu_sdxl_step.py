@@ -60,8 +60,8 @@ def real_size(objective, steps: int, warmup: int, checkpointing: bool) -> dict:
 def tiny_sdxl_bf16(steps: int = 5) -> dict:
     from dcobench.models.pipeline import Conditioner, load_pipeline
     from dcobench.models.tiny import tiny_model_path
-    from dcobench.suites.tiny import tiny_subjects_root
     from dcobench.suites.base import load_subject
+    from dcobench.suites.tiny import tiny_subjects_root
     from dcobench.trainer import encode_images
 
     pipe = load_pipeline(tiny_model_path("sdxl"), DEVICE, torch.bfloat16)

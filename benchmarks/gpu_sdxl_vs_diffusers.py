@@ -53,7 +53,12 @@ def sync():
 
 def build_sdxl():
     """StableDiffusionXLPipeline of SDXL-base's configs, random weights."""
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
     from gpu_sdxl_step import SDXL_UNET
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -161,9 +166,9 @@ class Bench:
         return {"ms": 1000 * (marks["t1"] - marks["t0"]) / steps, "peak_gib": peak}
 
     def _dcobench(self, name: str, steps: int, on_step) -> list[float]:
+        from baselines.dreambooth import DreamBooth
         from dcobench.lora import remove_training_adapter
         from dcobench.methods.dco import DCO
-        from dcobench.methods.dreambooth import DreamBooth
         from dcobench.trainer import train_lora
 
         objective = DCO() if name.startswith("dco") else DreamBooth()

@@ -20,14 +20,31 @@ import argparse
 import tempfile
 
 import torch
-from common import (alternate, command, load_avg, machine, median, record, set_threads, setup, table, timed, today,
-                    verdict)
+from common import (
+    alternate,
+    command,
+    load_avg,
+    machine,
+    median,
+    record,
+    set_threads,
+    setup,
+    table,
+    timed,
+    today,
+    verdict,
+)
 from per_sample import BASE, per_sample_adapters
 
 from dcobench.config import SampleConfig
 from dcobench.lora import add_lora, load_lora, remove_training_adapter, save_lora
 from dcobench.models.pipeline import cat
-from dcobench.sampling import GuidedSampler, ImageJob, combine_consistency, lora_disabled
+from dcobench.sampling import (
+    GuidedSampler,
+    ImageJob,
+    combine_consistency,
+    lora_disabled,
+)
 
 GOAL = 1.55
 # the micro suite's sampling defaults (20 steps, batch 32); the tiny suite's 10 steps at batch 4 (its

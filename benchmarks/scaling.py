@@ -31,8 +31,22 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (HERE, command, load_avg, machine, now, peak_mb, record, reset_peak, rss_mb, run_child,
-                    set_threads, setup, table, today)
+from common import (
+    HERE,
+    command,
+    load_avg,
+    machine,
+    now,
+    peak_mb,
+    record,
+    reset_peak,
+    rss_mb,
+    run_child,
+    set_threads,
+    setup,
+    table,
+    today,
+)
 
 DATA = HERE / "scaling.json"  # the figures behind scaling.png, from the last run
 POINTS = [("micro", 32, b) for b in (1, 4, 16)] + [("tiny-sd", 64, b) for b in (1, 4, 16)] + [("tiny-sd", 128, 1)]
@@ -41,9 +55,9 @@ FULL = [("tiny-sd", 128, 4), ("tiny-sd", 128, 16)]
 
 def child(spec: dict) -> dict:
     """One point, in this (fresh) process: DreamBooth then DCO, time and peak memory of each."""
+    from baselines.dreambooth import DreamBooth
     from dcobench.lora import remove_training_adapter
     from dcobench.methods.dco import DCO
-    from dcobench.methods.dreambooth import DreamBooth
     from dcobench.trainer import train_lora
 
     set_threads(spec["threads"])

@@ -19,12 +19,24 @@ from __future__ import annotations
 
 import argparse
 
-from common import (alternate, command, load_avg, machine, median, now, record, set_threads, setup, table,
-                    today, verdict)
+from common import (
+    alternate,
+    command,
+    load_avg,
+    machine,
+    median,
+    now,
+    record,
+    set_threads,
+    setup,
+    table,
+    today,
+    verdict,
+)
 from diffusers_loop import ExampleLoop
 
+from baselines.dreambooth import DreamBooth
 from dcobench.lora import remove_training_adapter
-from dcobench.methods.dreambooth import DreamBooth
 from dcobench.trainer import train_lora
 
 GOAL = 0.8
