@@ -274,5 +274,31 @@ def record(title: str, intro: str, header: list[str], rows: list[list], path: Pa
     os.replace(tmp, path)
 
 
+def ratio_args(doc: str, rounds: int, steps: int | None = None):
+    """The command line every ratio benchmark shares (models, rounds, [steps,] threads, --no-record)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--models", default="micro,tiny-sd")
+    if steps is not None:
+        ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--rounds", type=int, default=rounds)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
+    return ap.parse_args()
+
+
+def print_and_record(title: str, intro: str, header: list[str], rows: list[list], load0: float, threads: int,
+                     detail: str, save: bool = True) -> None:
+    """The ending every ratio benchmark shares: its table and load line printed, then (unless
+    --no-record) one dated row per model appended under `## title`."""
+    load1 = load_avg()
+    print(table(header, rows))
+    print(f"load average {load0} -> {load1}; {machine(threads)}; {detail}")
+    if save:
+        record(title, intro, ["date", "machine", "load avg", "command", *header],
+               [[today(), machine(threads), f"{load0} -> {load1}", f"`{command()}`", *r] for r in rows])
+
+
 def today() -> str:
     return datetime.date.today().isoformat()

@@ -17,21 +17,16 @@ backward through the activations), so the floor is about 1.5x. Goal: <= 1.55x.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 from common import (
     alternate,
-    command,
     load_avg,
-    machine,
     median,
     now,
-    record,
+    print_and_record,
+    ratio_args,
     set_threads,
     setup,
-    table,
-    today,
     verdict,
 )
 from per_sample import BASE, per_sample_adapters
@@ -132,13 +127,7 @@ class Variants:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", default="micro,tiny-sd")
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=6)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
-    args = ap.parse_args()
+    args = ratio_args(__doc__, rounds=6, steps=10)
     threads = set_threads(args.threads)
     load0, rows, out = load_avg(), [], []
     for name in args.models.split(","):
@@ -155,17 +144,11 @@ def main():
                      f"{vsep / vdb:.2f}x", f"{vbat / vdb:.2f}x", f"{vbat / vsep:.2f}x",
                      f"{dloss:.0e} / {dgrad:.0e}"])
         out.append((name, dco / db, vbat / vsep))
-    load1 = load_avg()
     header = ["model", "setting", "DreamBooth CPU ms/step", "DCO CPU ms/step", "DCO / DreamBooth (trainer)",
               "separate ref / DB (same pieces)", "batched ref / DB", "batched / separate",
               "batched vs separate: loss / grad max diff"]
-    print(table(header, rows))
-    print(f"load average {load0} -> {load1}; {machine(threads)}; "
-          f"{args.rounds} alternating rounds of {args.steps} steps")
-    if not args.no_record:
-        record("DCO against DreamBooth, training step (issue 14, item 2)", INTRO,
-               ["date", "machine", "load avg", "command", *header],
-               [[today(), machine(threads), f"{load0} -> {load1}", f"`{command()}`", *r] for r in rows])
+    print_and_record("DCO against DreamBooth, training step (issue 14, item 2)", INTRO, header, rows, load0, threads,
+                     f"{args.rounds} alternating rounds of {args.steps} steps", not args.no_record)
     return out
 
 

@@ -16,22 +16,18 @@ decode); rounds alternate the sides; medians.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 
 import torch
 from common import (
     alternate,
-    command,
     load_avg,
-    machine,
     median,
-    record,
+    print_and_record,
+    ratio_args,
     set_threads,
     setup,
-    table,
     timed,
-    today,
     verdict,
 )
 from per_sample import BASE, per_sample_adapters
@@ -103,12 +99,7 @@ def formula_gap(s, sampler: BatchedSampler, cfg: SampleConfig, n: int = 3) -> fl
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", default="micro,tiny-sd")
-    ap.add_argument("--rounds", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
-    args = ap.parse_args()
+    args = ratio_args(__doc__, rounds=4)
     threads = set_threads(args.threads)
     load0, rows, out = load_avg(), [], []
     for name in args.models.split(","):
@@ -130,15 +121,10 @@ def main():
                      f"{1000 * c:.1f}", f"{1000 * g:.1f}", verdict(g / c, GOAL), f"{1000 * b:.1f}",
                      f"{b / c:.2f}x", f"{gap:.1e}"])
         out.append((name, g / c, b / c))
-    load1 = load_avg()
     header = ["model", "setting", "CFG CPU ms/image", "consistency CPU ms/image", "consistency / CFG",
               "batched consistency CPU ms/image", "batched / CFG", "batched vs formula max diff"]
-    print(table(header, rows))
-    print(f"load average {load0} -> {load1}; {machine(threads)}; {args.rounds} alternating rounds")
-    if not args.no_record:
-        record("Consistency guidance against CFG, sampling (issue 14, item 3)", INTRO,
-               ["date", "machine", "load avg", "command", *header],
-               [[today(), machine(threads), f"{load0} -> {load1}", f"`{command()}`", *r] for r in rows])
+    print_and_record("Consistency guidance against CFG, sampling (issue 14, item 3)", INTRO, header, rows, load0, threads,
+                     f"{args.rounds} alternating rounds", not args.no_record)
     return out
 
 

@@ -17,20 +17,15 @@ and times all steps but the first; the figure is the median over rounds.
 
 from __future__ import annotations
 
-import argparse
-
 from common import (
     alternate,
-    command,
     load_avg,
-    machine,
     median,
     now,
-    record,
+    print_and_record,
+    ratio_args,
     set_threads,
     setup,
-    table,
-    today,
     verdict,
 )
 from diffusers_loop import ExampleLoop
@@ -76,13 +71,7 @@ class Sides:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", default="micro,tiny-sd")
-    ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--rounds", type=int, default=6)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
-    args = ap.parse_args()
+    args = ratio_args(__doc__, rounds=6, steps=12)
     threads = set_threads(args.threads)
     load0, rows, out = load_avg(), [], []
     for name in args.models.split(","):
@@ -92,16 +81,10 @@ def main():
         rows.append([name, sides.s.setting(), f"{1000 * ex:.1f}", f"{1000 * dc:.1f}", verdict(dc / ex, GOAL),
                      f"{sides.loss_gap():.1e}", f"{1000 * sides.s.setup_s:.0f}"])
         out.append((name, dc / ex))
-    load1 = load_avg()
     header = ["model", "setting", "example CPU ms/step", "dcobench CPU ms/step", "dcobench / example", "max loss diff",
               "dcobench setup ms (once per subject)"]
-    print(table(header, rows))
-    print(f"load average {load0} -> {load1}; {machine(threads)}; "
-          f"{args.rounds} alternating rounds of {args.steps} steps")
-    if not args.no_record:
-        record("Training step against the diffusers DreamBooth LoRA example (issue 14, item 1)", INTRO,
-               ["date", "machine", "load avg", "command", *header],
-               [[today(), machine(threads), f"{load0} -> {load1}", f"`{command()}`", *r] for r in rows])
+    print_and_record("Training step against the diffusers DreamBooth LoRA example (issue 14, item 1)", INTRO, header, rows, load0, threads,
+                     f"{args.rounds} alternating rounds of {args.steps} steps", not args.no_record)
     return out
 
 
