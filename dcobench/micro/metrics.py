@@ -50,7 +50,7 @@ class _OracleJudge(Judge):
     keys: tuple[str, ...]
 
     def describe(self) -> str:
-        return "micro-world oracle: " + "+".join(self.keys)
+        return f"micro-world oracle v{oracle.VERSION}: " + "+".join(self.keys)
 
 
 REFERENCE_BACKGROUND = "white"  # every held-out subject's references share it (world.reference_scenes)
