@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,8 @@ def _write(tmp_path, text: str) -> Path:
     ("claims: {a: {kind: frontier, methods: [dco, dreambooth], judges: [dino], colour: red}}", "claims.a.colour: unknown key"),
     ("claims: {a: {kind: pareto, methods: [dco], judges: [dino]}}", "must be one of frontier, merge, captions"),
     ("claims: {a: {kind: frontier, methods: [dco], judges: [dino]}}", "at least one other method"),
+    ("claims: {a: {kind: frontier, methods: [dco], reference: dreambooth, judges: [dino], targets: {dco: {dino: 1}}}}",
+     "reference: 'dreambooth' is not one of its methods"),
     ("claims: {a: {kind: frontier, methods: [dco, dreambooth], judges: []}}", "judges: list at least one"),
     ("claims: {a: {kind: captions, methods: [dco], judges: [dino], arms: {x: {}}}}", "exactly two arms"),
     ("claims: {a: {kind: merge, methods: [dreambooth], judges: [dino]}}", "reference: 'dco' is not one of its methods"),
@@ -250,7 +253,7 @@ def test_report_decides_each_claim_from_its_cells(tmp_path):
     md = paths["study_md"].read_text()
     for i, title in enumerate(("Subject customization", "merge", "captions"), 1):
         assert f"## Claim {i}: {title}" in md
-    assert "**DCO ahead**" in md and "NOT met" in md and "| ZipLoRA: merger_cos_fall ≥ 0.5 | 0.800 | yes |" in md
+    assert "**DCO ahead**" in md and "NOT met" in md and "| ZipLoRA: merger_cos_fall ≥ 0.5 | 0.800 | — | yes |" in md
     for name in ("subject", "merge", "captions"):
         assert (tmp_path / "report" / f"{name}.png").stat().st_size > 1000
     mergers = pd.read_csv(tmp_path / "report" / "merge-mergers.csv")
@@ -260,6 +263,28 @@ def test_report_decides_each_claim_from_its_cells(tmp_path):
     before = paths["verdicts_csv"].read_bytes()
     write_study_report(run, tmp_path / "report")  # a pure fold: the same tables again
     assert paths["verdicts_csv"].read_bytes() == before
+
+
+def test_a_one_method_claim_reports_its_targets_per_subject(tmp_path):
+    """A recipe search: one method, no comparison; its line is the target at the method's best knob,
+    with the figure of each subject at that knob."""
+    run = synthetic_study(tmp_path / "run")
+    manifest = json.loads((run / "study.json").read_text())
+    sub = manifest["claims"]["subject"]
+    sub["arms"]["main"]["cells"] = [c for c in sub["arms"]["main"]["cells"] if c.startswith("dreambooth-")]
+    sub.update(methods=["dreambooth"], reference="dreambooth", targets={"dreambooth": {"dino": 0.45}})
+    manifest["claims"] = {"subject": sub}
+    manifest["claim_order"] = ["subject"]
+    (run / "study.json").write_text(json.dumps(manifest))
+    paths = write_study_report(run, tmp_path / "r")
+    assert pd.read_csv(paths["verdicts_csv"]).empty
+    targets = pd.read_csv(tmp_path / "r" / "subject-targets.csv").iloc[0]
+    # DreamBooth's best knob is k=2: dino 0.3 + 0.4 - 0.2 = 0.5 per subject, noise aside
+    assert targets["value"] == pytest.approx(0.5, abs=0.02) and bool(targets["met"])
+    assert re.fullmatch(r"k=2: a 0\.\d{3}, b 0\.\d{3}, c 0\.\d{3}", targets["by_subject"])
+    md = paths["study_md"].read_text()
+    assert "dreambooth dino at its best point 0.5" in md and "**met** (≥ 0.45)" in md
+    assert "Targets: dreambooth dino ≥ 0.45: 0.5" in findings(tmp_path / "r")
 
 
 def test_a_smaller_margin_at_this_n_is_no_difference(tmp_path):

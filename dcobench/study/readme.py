@@ -66,8 +66,10 @@ def _target_lines(report_dir: Path, name: str, lab) -> list[str]:
     path = report_dir / f"{name}-targets.csv"
     if not path.is_file():
         return []
-    parts = [f"{lab(r.name)} {r.metric} ≥ {r.minimum:g}: {fmt(r.value)} ({'met' if r.met else 'NOT met'})"
-             for r in pd.read_csv(path).itertuples()]
+    frame = pd.read_csv(path)
+    by_subject = [s if isinstance(s, str) else "" for s in frame.get("by_subject", [""] * len(frame))]
+    parts = [f"{lab(r.name)} {r.metric} ≥ {r.minimum:g}: {fmt(r.value)}" + (f" ({per})" if per else "")
+             + f" ({'met' if r.met else 'NOT met'})" for r, per in zip(frame.itertuples(), by_subject)]
     return ["Targets: " + "; ".join(parts) + ".", ""] if parts else []
 
 
