@@ -261,3 +261,17 @@ def test_subject_folder_base_prompts_are_the_worlds_class_captions(tmp_path):
         scenes = world.eval_prompts(name)
         assert [subject.base(p) for p in subject.prompts] == [world.base_caption(s) for s in scenes]
         assert subject.base_captions == [world.base_caption(s) for s in world.reference_scenes(name)]
+
+
+def test_oracle_version_is_part_of_every_oracle_judges_description(monkeypatch):
+    """A changed reader must change the scoring protocol's id, so `dcobench score` rescores cells
+    judged by the old one instead of mixing readers in one report."""
+    from dcobench.micro import metrics
+    from dcobench.registry import METRICS
+
+    judge = METRICS.get("oracle_style")
+    before = judge.describe()
+    assert f"v{oracle.VERSION}" in before
+    monkeypatch.setattr(oracle, "VERSION", oracle.VERSION + 1)
+    assert judge.describe() != before
+    assert isinstance(judge, metrics.OracleMetric)
