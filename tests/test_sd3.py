@@ -141,8 +141,10 @@ def test_lora_trains_and_loads_into_the_stock_sd3_pipeline(sd3_path, tiny_suite,
     ours = GuidedSampler(pipe, cond, 32).sample(jobs, cfg, "cfg")[0]
 
     stock = stock_sd3(sd3_path)
-    gen = lambda: to_u8(stock(prompt, num_inference_steps=3, guidance_scale=4.0, height=32, width=32,
-                              generator=torch.Generator().manual_seed(jobs[0].noise_seed), output_type="np").images[0])
+    def gen():
+        return to_u8(stock(prompt, num_inference_steps=3, guidance_scale=4.0, height=32, width=32,
+                           generator=torch.Generator().manual_seed(jobs[0].noise_seed), output_type="np").images[0])
+
     base = gen()
     stock.load_lora_weights(tmp_path)
     with_lora = gen()
