@@ -147,7 +147,8 @@ def main():
     header = ["model", "setting", "DreamBooth CPU ms/step", "DCO CPU ms/step", "DCO / DreamBooth (trainer)",
               "separate ref / DB (same pieces)", "batched ref / DB", "batched / separate",
               "batched vs separate: loss / grad max diff"]
-    print_and_record("DCO against DreamBooth, training step (issue 14, item 2)", INTRO, header, rows, load0, threads,
+    print_and_record("DCO against DreamBooth, training step (issue 14, item 2)", INTRO,
+                     header, rows, load0, threads,
                      f"{args.rounds} alternating rounds of {args.steps} steps", not args.no_record)
     return out
 

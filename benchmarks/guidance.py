@@ -123,7 +123,8 @@ def main():
         out.append((name, g / c, b / c))
     header = ["model", "setting", "CFG CPU ms/image", "consistency CPU ms/image", "consistency / CFG",
               "batched consistency CPU ms/image", "batched / CFG", "batched vs formula max diff"]
-    print_and_record("Consistency guidance against CFG, sampling (issue 14, item 3)", INTRO, header, rows, load0, threads,
+    print_and_record("Consistency guidance against CFG, sampling (issue 14, item 3)", INTRO,
+                     header, rows, load0, threads,
                      f"{args.rounds} alternating rounds", not args.no_record)
     return out
 

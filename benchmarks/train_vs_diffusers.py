@@ -83,7 +83,8 @@ def main():
         out.append((name, dc / ex))
     header = ["model", "setting", "example CPU ms/step", "dcobench CPU ms/step", "dcobench / example", "max loss diff",
               "dcobench setup ms (once per subject)"]
-    print_and_record("Training step against the diffusers DreamBooth LoRA example (issue 14, item 1)", INTRO, header, rows, load0, threads,
+    print_and_record("Training step against the diffusers DreamBooth LoRA example (issue 14, item 1)", INTRO,
+                     header, rows, load0, threads,
                      f"{args.rounds} alternating rounds of {args.steps} steps", not args.no_record)
     return out
 

@@ -146,9 +146,10 @@ def frontier_section(name: str, claim: dict, df: pd.DataFrame, labels: dict) -> 
             if not means.notna().any():
                 best[(m, metric)] = math.nan
                 continue
-            best[(m, metric)] = float(means.max()) * sign
-            at = part[part["knob_label"] == means.idxmax()].groupby("subject", sort=False)[metric].mean()
-            parts[(m, metric)] = f"{means.idxmax()}: " + ", ".join(f"{s} {fmt(v)}" for s, v in at.items())
+            knob = means.idxmax()
+            best[(m, metric)] = float(means[knob]) * sign
+            at = part[part["knob_label"] == knob].groupby("subject", sort=False)[metric].mean()
+            parts[(m, metric)] = f"{knob}: " + ", ".join(f"{s} {fmt(v)}" for s, v in at.items())
     targets = _target_rows(claim, best, lab, parts)
     _add_targets(sec, targets, lab, "a method's best point, mean over units")
     if not sec.verdicts and targets:  # one method alone (a recipe search): the targets are the line
