@@ -2,20 +2,8 @@
 
 Design
 ------
-Everything is derived from two robust estimates and one geometric object:
-
-* the background colour = per-channel median of the 124 border pixels (the
-  renderer never draws there, so a generated image only needs most of its
-  border right);
-* the ink mask = pixels far from that estimate (threshold 50..80 RGB units,
-  raised with the border's own noise level), minus speckles (pixels with < 3
-  ink pixels in their 5x5 window), so isolated noise cannot stretch the
-  bounding box;
-* the filled silhouette = the convex hull of the ink pixel centres.  For the
-  convex shapes this reproduces a plain render exactly (a digital convex
-  set is the lattice points of its hull) and also fills outlines exactly;
-  for striped/dotted renders it is a slightly shrunk silhouette, which is
-  still good enough for shape, size and position.
+Everything is derived from the background colour, the ink mask and the filled silhouette (the
+convex hull of the ink), computed once per image by `silhouette.analyze`.
 
 Attributes: colour is the median ink colour matched against saturated and
 pastel palettes (so it survives outline/stripes/dots and also reveals the
@@ -46,13 +34,13 @@ from functools import lru_cache
 import numpy as np
 
 from . import lattice
+from .silhouette import analyze, as_float, background_rgb, shape_mask  # noqa: F401 (shape_mask: public)
 from .world import BACKGROUNDS, CANVAS, COLORS, PASTEL, POSITIONS, SUBJECTS, Scene, anchor, part_mask, render
 
 # Recorded in every scoring protocol through the oracle judges' `describe()`: a changed reader
 # changes the protocol id, so `dcobench score` rescores old cells and reports never mix readers.
 # 2: held-out styles read from `lattice_contrast` (1 read the thresholded mask's row coverage).
 VERSION = 2
-MASK_THRESHOLD, MAX_THRESHOLD = 50.0, 80.0  # ink/background gaps are >= 107 RGB units
 SIZE_SPLIT = 15  # small bboxes are 12 px, large 18 px (striped/dotted lose <= 2 px)
 REGION_MIN = 0.6  # share of a region that must show its colour (speckle at 40% fails both ways)
 _INK_NAMES = list(COLORS) + [f"pastel {k}" for k in PASTEL]
@@ -65,82 +53,8 @@ def _nearest(rgb, palette: dict) -> str:
     return names[int(np.argmin(d))]
 
 
-def _as_float(img) -> np.ndarray:
-    img = np.asarray(img)
-    if img.shape != (CANVAS, CANVAS, 3):
-        raise ValueError(f"expected a ({CANVAS}, {CANVAS}, 3) image, got {img.shape}")
-    return img.astype(float)
-
-
-def _background_rgb(img: np.ndarray) -> np.ndarray:
-    border = np.concatenate([img[0], img[-1], img[1:-1, 0], img[1:-1, -1]])
-    return np.median(border, axis=0)
-
-
 def background(img) -> str:
-    return _nearest(_background_rgb(_as_float(img)), BACKGROUNDS)
-
-
-def shape_mask(img) -> np.ndarray:
-    """Boolean ink mask (pixels far from the estimated background), despeckled."""
-    img = _as_float(img)
-    dist = np.linalg.norm(img - _background_rgb(img), axis=2)
-    # Raise the threshold with the border's own noise but stay below the
-    # smallest ink gap.  A quantile (not a sigma fit) also covers the one-sided
-    # noise left after clipping on white/black backgrounds.
-    border = np.concatenate([dist[0], dist[-1], dist[1:-1, 0], dist[1:-1, -1]])
-    ink = dist > np.clip(1.5 * np.quantile(border, 0.95), MASK_THRESHOLD, MAX_THRESHOLD)
-    # 5x5 box count; the dotted style's period-2 lattice keeps >= 3 per window.
-    p = np.pad(ink.astype(int), 2)
-    count = sum(p[i:i + CANVAS, j:j + CANVAS] for i in range(5) for j in range(5))
-    return ink & (count >= 3)
-
-
-def _hull_fill(mask: np.ndarray) -> np.ndarray:
-    rows = np.nonzero(mask.any(1))[0]
-    if len(rows) == 0:
-        return mask.copy()
-    # Row extremes are the only candidates for hull vertices.
-    pts = set()
-    for r in rows:
-        cols = np.nonzero(mask[r])[0]
-        pts.update({(int(cols[0]), int(r)), (int(cols[-1]), int(r))})
-    pts = sorted(pts)
-
-    def cross(o, a, b):
-        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
-
-    lower, upper = [], []
-    for p in pts:
-        while len(lower) >= 2 and cross(lower[-2], lower[-1], p) <= 0:
-            lower.pop()
-        lower.append(p)
-    for p in reversed(pts):
-        while len(upper) >= 2 and cross(upper[-2], upper[-1], p) <= 0:
-            upper.pop()
-        upper.append(p)
-    hull = lower[:-1] + upper[:-1]
-    if len(hull) < 3:  # a line or a point: nothing to fill
-        return mask.copy()
-    ys, xs = np.mgrid[:CANVAS, :CANVAS]
-    filled = np.ones_like(mask)
-    for a, b in zip(hull, hull[1:] + hull[:1]):
-        filled &= (b[0] - a[0]) * (ys - a[1]) - (b[1] - a[1]) * (xs - a[0]) >= 0
-    return filled | mask
-
-
-def _analyze(img) -> dict | None:
-    """Everything the readers need, computed once; None when there is no ink."""
-    img = _as_float(img)
-    mask = shape_mask(img)
-    if not mask.any():
-        return None
-    filled = _hull_fill(mask)
-    rows, cols = np.nonzero(filled)
-    top, bottom, left, right = rows.min(), rows.max(), cols.min(), cols.max()
-    h, w = bottom - top + 1, right - left + 1
-    return {"img": img, "mask": mask, "filled": filled, "bbox": (top, bottom, left, right),
-            "h": h, "w": w, "ink_rgb": np.median(img[mask], axis=0)}
+    return _nearest(background_rgb(as_float(img)), BACKGROUNDS)
 
 
 def _size(a) -> str:
@@ -188,7 +102,7 @@ LATTICE_MIN, STRIPE_COLS_MAX, DOT_COLS_MIN = 0.3, 0.2, 0.25  # chosen on the see
 
 def lattice_contrast(a) -> tuple[float, float]:
     """`lattice.contrast` of an `_analyze` result: (across rows, across columns)."""
-    return lattice.contrast(a["img"], a["filled"], a["bbox"], _background_rgb(a["img"]))
+    return lattice.contrast(a["img"], a["filled"], a["bbox"], background_rgb(a["img"]))
 
 
 def _style(a) -> str:
@@ -208,7 +122,7 @@ def _color(a) -> str:
 
 
 def _read(img, fn):
-    a = _analyze(img)
+    a = analyze(img)
     return None if a is None else fn(a)
 
 
@@ -251,7 +165,7 @@ def _attributes(img, a) -> dict:
 def read_attributes(img) -> dict:
     """All closed-form attributes (background, shape, color, position, size,
     style) in one pass; everything but background is None without ink."""
-    return _attributes(img, _analyze(img))
+    return _attributes(img, analyze(img))
 
 
 def _part_regions(a, subject: str) -> tuple[np.ndarray, np.ndarray]:
@@ -275,7 +189,7 @@ def _part_regions(a, subject: str) -> tuple[np.ndarray, np.ndarray]:
 def region_scores(img, subject: str) -> dict | None:
     """The region test's numbers: the shape read, the share of each region showing its colour and
     the pixel counts; None without ink."""
-    a = _analyze(img)
+    a = analyze(img)
     if a is None:
         return None
     body, part = _part_regions(a, subject)
@@ -317,7 +231,7 @@ def judge(img, scene: Scene) -> dict[str, bool | None]:
     """Per-attribute correctness of ``img`` against the ``scene`` it should show.
     Regular scenes: shape, color, background, position, size, style.  Held-out subjects:
     background, position, size, style and subject_match (None where the style hides the part)."""
-    a = _analyze(img)
+    a = analyze(img)
     out = {"background": background(img) == scene.background}
     if scene.subject is not None:
         keys = ("position", "size", "style")

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from . import oracle
+from . import oracle, silhouette
 from .world import BACKGROUNDS, COLORS, POSITIONS, PRETRAIN_STYLES, SHAPES, SIZES, Scene, caption
 
 ATTRIBUTES = ("shape", "color", "background", "position", "size", "style")
@@ -85,14 +85,13 @@ def validate_base(pipe, n_per_attr: int = 20, seed: int = 0, cfg_scale: float = 
 def seed_diversity(pipe, n: int = 60, seed: int = 0, cfg_scale: float = 3.0, steps: int = 25) -> dict:
     """Two sampling seeds per prompt: how often the images differ.  The world's uncaptioned jitter
     is what a seed should decide; a model that ignores the seed draws the same image twice."""
-    from . import oracle
 
     scenes = balanced_scenes(max(1, n // 6), seed + 1)[:n]
     prompts = [caption(s) for s in scenes]
     a = generate(pipe, prompts, [seed * 100003 + i for i in range(len(prompts))], cfg_scale, steps)
     b = generate(pipe, prompts, [seed * 100003 + 50000 + i for i in range(len(prompts))], cfg_scale, steps)
     diff = np.abs(a.astype(float) - b.astype(float)).mean((1, 2, 3))
-    boxes = [(oracle._analyze(x) or {}).get("bbox") for x in np.concatenate([a, b])]
+    boxes = [(silhouette.analyze(x) or {}).get("bbox") for x in np.concatenate([a, b])]
     moved = [p != q for p, q in zip(boxes[:len(a)], boxes[len(a):])]
     return {"n": len(prompts), "mean_abs_diff": float(diff.mean()), "share_differing": float((diff > 2.0).mean()),
             "share_box_moved": float(np.mean(moved))}
