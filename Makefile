@@ -45,10 +45,12 @@ test-all: $(STAMP)
 
 # Speed and memory against what users would run instead (issue 14): the CPU benchmarks, each
 # printing its ratios beside their goals and appending dated rows to benchmarks/RESULTS.md.
-# Took 31 minutes at load average 5-9 on a shared 2-core box (not yet timed on an idle one).
+# 8 min 41 s on the idle 2-core box (2026-11-26, /usr/bin/time -v make bench, peak RSS 1.7 GB; before
+# step_profile.py joined, which adds about a minute); 31 minutes at load average 5-9 on a shared one.
 # The GPU one is benchmarks/gpu_sdxl_vs_diffusers.py.
 bench: $(STAMP)
 	$(PY) benchmarks/train_vs_diffusers.py --steps 8 --rounds 4
+	$(PY) benchmarks/step_profile.py
 	$(PY) benchmarks/dco_vs_dreambooth.py --steps 8 --rounds 4
 	$(PY) benchmarks/guidance.py --rounds 3
 	$(PY) benchmarks/scaling.py --steps 2
