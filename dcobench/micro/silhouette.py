@@ -28,9 +28,13 @@ def as_float(img) -> np.ndarray:
     return img.astype(float)
 
 
+def _border(a: np.ndarray) -> np.ndarray:
+    """The 124 pixels of the 1 px ring the renderer never draws on."""
+    return np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]])
+
+
 def background_rgb(img: np.ndarray) -> np.ndarray:
-    border = np.concatenate([img[0], img[-1], img[1:-1, 0], img[1:-1, -1]])
-    return np.median(border, axis=0)
+    return np.median(_border(img), axis=0)
 
 
 def shape_mask(img) -> np.ndarray:
@@ -40,8 +44,7 @@ def shape_mask(img) -> np.ndarray:
     # Raise the threshold with the border's own noise but stay below the
     # smallest ink gap.  A quantile (not a sigma fit) also covers the one-sided
     # noise left after clipping on white/black backgrounds.
-    border = np.concatenate([dist[0], dist[-1], dist[1:-1, 0], dist[1:-1, -1]])
-    ink = dist > np.clip(1.5 * np.quantile(border, 0.95), MASK_THRESHOLD, MAX_THRESHOLD)
+    ink = dist > np.clip(1.5 * np.quantile(_border(dist), 0.95), MASK_THRESHOLD, MAX_THRESHOLD)
     # 5x5 box count; the dotted style's period-2 lattice keeps >= 3 per window.
     p = np.pad(ink.astype(int), 2)
     count = sum(p[i:i + CANVAS, j:j + CANVAS] for i in range(5) for j in range(5))
