@@ -274,15 +274,16 @@ def record(title: str, intro: str, header: list[str], rows: list[list], path: Pa
     os.replace(tmp, path)
 
 
-def ratio_args(doc: str, rounds: int, steps: int | None = None):
-    """The command line every ratio benchmark shares (models, rounds, [steps,] threads, --no-record)."""
+def ratio_args(doc: str, rounds: int | None = None, steps: int | None = None):
+    """The command line every CPU benchmark shares (models, [rounds,] [steps,] threads, --no-record)."""
     import argparse
 
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--models", default="micro,tiny-sd")
     if steps is not None:
         ap.add_argument("--steps", type=int, default=steps)
-    ap.add_argument("--rounds", type=int, default=rounds)
+    if rounds is not None:
+        ap.add_argument("--rounds", type=int, default=rounds)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     return ap.parse_args()

@@ -17,14 +17,8 @@ and backward, which both loops run identically. Each side trains a fresh LoRA fo
 
 from __future__ import annotations
 
-import argparse
-
-from common import load_avg, print_and_record, set_threads, setup
-from diffusers_loop import ExampleLoop
-
-from baselines.dreambooth import DreamBooth
-from dcobench.lora import remove_training_adapter
-from dcobench.trainer import train_lora
+from common import load_avg, print_and_record, ratio_args, set_threads
+from train_vs_diffusers import Sides
 
 GROUPS = {"attention": ("scaled_dot_product", "flash_attention"), "conv": ("conv",),
           "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")}
@@ -48,33 +42,14 @@ def profile(fn) -> dict[str, float]:
 
 
 def sides(name: str, steps: int) -> dict[str, dict[str, float]]:
-    s = setup(name)
-    cfg = s.train_config(steps)
-
-    def dcobench():
-        train_lora(s.pipe, s.cond, s.latents, s.subject, DreamBooth(), cfg, 0)
-        remove_training_adapter(s.pipe.unet)
-
-    def example():
-        t = s.train
-        loop = ExampleLoop(s.pipe, s.subject, t["rank"], t["alpha"], cfg.target_modules, t["lr"], t["batch_size"],
-                           s.resolution, 0)
-        for _ in range(steps):
-            loop.step()
-        loop.close()
-
-    dcobench(), example()  # warm both (allocator, oneDNN primitives) before profiling
-    return {side: {k: v / steps for k, v in profile(fn).items()} for side, fn in (("example", example),
-                                                                                  ("dcobench", dcobench))}
+    both = Sides(name, steps)  # the two loops of train_vs_diffusers.py, same LoRA, batch and seed
+    both.dcobench(), both.example()  # warm both (allocator, oneDNN primitives) before profiling
+    return {side: {k: v / steps for k, v in profile(fn).items()} for side, fn in (("example", both.example),
+                                                                                  ("dcobench", both.dcobench))}
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", default="micro,tiny-sd")
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
-    args = ap.parse_args()
+    args = ratio_args(__doc__, steps=6)
     threads, load0, rows = set_threads(args.threads), load_avg(), []
     for name in args.models.split(","):
         got = sides(name, args.steps)
