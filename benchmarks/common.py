@@ -286,7 +286,11 @@ def ratio_args(doc: str, rounds: int | None = None, steps: int | None = None):
         ap.add_argument("--rounds", type=int, default=rounds)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
-    return ap.parse_args()
+    args = ap.parse_args()
+    unknown = [m for m in args.models.split(",") if m not in MODELS]
+    if unknown:  # before any model is built, so no measured side is lost
+        ap.error(f"--models: unknown {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    return args
 
 
 def print_and_record(title: str, intro: str, header: list[str], rows: list[list], load0: float, threads: int,
