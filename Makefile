@@ -2,6 +2,7 @@
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.dcobench-installed
+DOCS_STAMP := $(VENV)/.dcobench-docs-installed
 OUT     ?= runs/default
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -12,7 +13,7 @@ STUDY ?= micro_paper
 STUDY_OUT ?= runs/micro-study
 STUDY_REPORT ?= reports/micro-study
 
-.PHONY: run test test-slow test-all install clean regress baseline regress-micro baseline-micro wheel study bench bench-micro-run
+.PHONY: run test test-slow test-all install clean regress baseline regress-micro baseline-micro wheel study bench bench-micro-run docs
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,12 +30,24 @@ run: $(STAMP)
 	$(VENV)/bin/dcobench report $(OUT)
 
 # The paper's four claims on the micro world (data/studies/micro_paper.yaml): runs every claim into
-# $(STUDY_OUT) (resumable), writes $(STUDY_REPORT)/ and rewrites the README's findings block from it.
+# $(STUDY_OUT) (resumable), writes $(STUDY_REPORT)/ and rewrites the findings block of docs/studies.md
+# from it; docs/gen.py then rewrites the README's headline block (and any other stale generated block).
 study: $(STAMP)
-	$(VENV)/bin/dcobench study $(STUDY) --out $(STUDY_OUT) --report $(STUDY_REPORT) --readme README.md --quiet
+	$(VENV)/bin/dcobench study $(STUDY) --out $(STUDY_OUT) --report $(STUDY_REPORT) --readme docs/studies.md --quiet
+	$(PY) docs/gen.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The documentation site (mkdocs.yml, docs/) into site/: the docs extra (pinned in constraints.txt),
+# the generated pages and blocks rewritten (docs/gen.py), then a build in which any warning fails.
+$(DOCS_STAMP): $(STAMP) pyproject.toml constraints.txt
+	$(PY) -m pip install -q -c constraints.txt -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(PY) docs/gen.py
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 # end-to-end tests kept out of the default run (SIGKILL resume, DreamBench on tiny SDXL, merge CLI)
 test-slow: $(STAMP)

@@ -13,7 +13,7 @@ import pytest
 
 from dcobench.errors import DcoError
 from dcobench.study import stats
-from dcobench.study.readme import current_block, findings, markers, update_readme
+from dcobench.study.readme import current_block, findings, headline_findings, markers, update_readme
 from dcobench.study.report import write_study_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -326,14 +326,20 @@ def test_readme_block_is_the_template_filled_from_the_report(tmp_path):
 
 
 def test_committed_readme_findings_match_the_committed_study():
-    """The README's findings block is exactly the template filled from reports/micro-study/."""
+    """The findings block of docs/studies.md is exactly the template filled from reports/micro-study/, and
+    the README's headline block each claim's one-line verdict from it."""
     report = ROOT / "reports" / "micro-study"
     if not (report / "verdicts.csv").is_file():
         pytest.skip("reports/micro-study/ is not committed yet (make study writes it)")
     name = json.loads((report / "study.json").read_text())["study"]
-    block = current_block((ROOT / "README.md").read_text(), name)
-    assert block is not None, f"README.md has no {markers(name)[0]} block"
-    assert block == findings(report), "README findings drifted from reports/micro-study: run `make study`"
+    block = current_block((ROOT / "docs" / "studies.md").read_text(), name)
+    assert block is not None, f"docs/studies.md has no {markers(name)[0]} block"
+    assert block == findings(report), "docs/studies.md findings drifted from reports/micro-study: run `make study`"
+    headline = current_block((ROOT / "README.md").read_text(), f"{name}:headline")
+    assert headline == headline_findings(report), "README headline findings drifted: run `make study`"
+    claims = [line for line in headline.splitlines() if line.startswith("- **Claim ")]
+    assert len(claims) == 4 and "|" not in headline, "the headline has each claim's one line and no tables"
+    assert all(c.removeprefix("- ") in block for c in claims), "each headline line is a line of the findings"
 
 
 @pytest.mark.slow
