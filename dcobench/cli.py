@@ -78,6 +78,8 @@ def run(
         flags.append("executor.name=ray")
     plan = make_plan(config, [*(overrides or []), *flags], _names(methods), suite, data, model,
                      _names(merge, "--merge", "direct,ziplora"))
+    for note in plan.notes:
+        console.print(f"note: {note}", soft_wrap=True)
     stats = run_plan(plan, out, show_progress=not quiet, shard=part)
     where = f" (shard {shard})" if part else ""
     others = f", {stats['elsewhere']} by another process" if stats.get("elsewhere") else ""
@@ -100,6 +102,8 @@ def validate(
     from .plan import make_plan
 
     plan = make_plan(config, overrides or [], _names(methods), suite, data, model)
+    for note in plan.notes:
+        typer.echo(f"note: {note}")
     extra = f" + {len(plan.merge_cells)} merge cells" if plan.merge_cells else ""
     typer.echo(f"ok: {config} -> {len(plan.cells)} cells{extra} ({', '.join(plan.methods)} on suite {plan.suite.name})")
 
@@ -207,16 +211,29 @@ def ls(what: str = typer.Argument("all", help="methods, baselines, merges, suite
     typer.echo("\n".join(listing(what)))
 
 
-def _clicks() -> list:
-    import importlib
+def _usage_errors() -> tuple:
+    """The exception classes of command-line usage errors, through public names only: typer's own
+    (`typer.TyperException`, the base of the click it vendors since 0.2x) and, for an older typer
+    that runs on the `click` package, click's `ClickException`."""
+    out = [c for c in (getattr(typer, "TyperException", None),) if c is not None]
+    try:
+        import click
 
-    out = []
-    for name in ("typer._click", "click"):
-        try:
-            out.append(importlib.import_module(name))
-        except ImportError:
-            pass
-    return out
+        out.append(click.ClickException)
+    except ImportError:
+        pass
+    return tuple(out)
+
+
+def _aborts() -> tuple:
+    out = [typer.Abort]
+    try:
+        import click
+
+        out.append(click.Abort)
+    except ImportError:
+        pass
+    return tuple(out)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -229,14 +246,23 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished cells are kept; rerun the same command to resume", file=sys.stderr)
         return 130
-    except Exception as e:  # click's own usage errors (typer >= 0.2x vendors click as typer._click)
-        for click in _clicks():
-            if isinstance(e, click.exceptions.ClickException):
-                e.show()
-                return e.exit_code
-            if isinstance(e, click.exceptions.Abort):
-                return 1
-        raise
+    except OSError as e:  # a file system refusing a write (full, read-only, unwritable) is the user's to fix
+        from .store import DISK_ERRORS, FOLDER_ERRORS
+
+        fix = DISK_ERRORS.get(e.errno) or FOLDER_ERRORS.get(e.errno)
+        if fix is None:
+            raise
+        print(f"error: {e.filename or 'output'}: {os.strerror(e.errno)}: {fix}", file=sys.stderr)
+        return 2
+    except _aborts():
+        print("aborted", file=sys.stderr)
+        return 1
+    except _usage_errors() as e:  # click's own usage errors: its one-line message and exit code 2
+        if hasattr(e, "show"):
+            e.show()
+        else:
+            print(f"error: {e}", file=sys.stderr)
+        return getattr(e, "exit_code", 2)
     return code if isinstance(code, int) else 0
 
 

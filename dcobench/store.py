@@ -45,6 +45,15 @@ DISK_ERRORS = {
 }
 
 
+# What creating an output folder can raise besides DISK_ERRORS: a parent that cannot exist.
+FOLDER_ERRORS = {
+    errno.ENOENT: "a parent folder cannot be created there (a virtual file system such as /proc, or a removed "
+                  "mount); pick a writable --out",
+    errno.ENOTDIR: "a parent of it is a file, not a folder; pick another --out",
+    errno.ENAMETOOLONG: "the path is too long; pick a shorter --out",
+}
+
+
 @contextlib.contextmanager
 def writing(path: Path):
     """Turn a full disk or an unwritable folder while writing `path` into a one-line DcoError; the
@@ -52,17 +61,25 @@ def writing(path: Path):
     try:
         yield
     except OSError as e:
-        if e.errno not in DISK_ERRORS:
+        fix = DISK_ERRORS.get(e.errno) or FOLDER_ERRORS.get(e.errno)
+        if fix is None:
             raise
-        raise DcoError(f"{path}: cannot write ({os.strerror(e.errno)}): {DISK_ERRORS[e.errno]}; finished cells "
-                       "are kept") from e
+        raise DcoError(f"{path}: cannot write ({os.strerror(e.errno)}): {fix}; finished cells are kept") from e
 
 
 def check_writable(folder: Path) -> None:
     """Create `folder` and a file in it now, so an unwritable --out fails before any work."""
     folder = Path(folder)
-    with writing(folder):
+    if folder.exists() and not folder.is_dir():
+        raise DcoError(f"{folder}: is a file, not a folder; pick another --out")
+    try:
         folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        if e.errno not in FOLDER_ERRORS:
+            with writing(folder):
+                raise
+        raise DcoError(f"{folder}: cannot create this folder ({os.strerror(e.errno)}): {FOLDER_ERRORS[e.errno]}") from e
+    with writing(folder):
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.")
         os.close(fd)
         os.unlink(probe)

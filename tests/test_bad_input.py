@@ -14,6 +14,8 @@ import json
 import os
 import shutil
 import struct
+import subprocess
+import sys
 import tempfile
 import zlib
 from dataclasses import dataclass
@@ -195,6 +197,42 @@ def _disk_full_on_image(env: Env, monkeypatch):
     monkeypatch.setattr(os, "fdopen", fdopen)
 
 
+def _new_out(env: Env, *extra) -> list[str]:
+    """`dcobench run` into a new output folder (env.work/out), which the case's patch refuses."""
+    return ["run", *BASE, "--out", str(env.work / "out"), *extra]
+
+
+def _refuse_mkdir(code: int):
+    """Creating env.work/out fails with `code`, as the kernel answers for an unwritable parent (EACCES)."""
+    def patch(env: Env, monkeypatch):
+        real = Path.mkdir
+
+        def mkdir(self, *args, **kw):
+            if self.resolve() == (env.work / "out").resolve():
+                raise OSError(code, os.strerror(code), str(self))
+            return real(self, *args, **kw)
+
+        monkeypatch.setattr(Path, "mkdir", mkdir)
+    return patch
+
+
+def _disk_full_on_out(env: Env, monkeypatch):
+    """The disk is full: the output folder's first file cannot be created (ENOSPC)."""
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kw):
+        if dir is not None and Path(dir).resolve() == (env.work / "out").resolve():
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dir))
+        return real(*args, dir=dir, **kw)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+def _under_a_file(env: Env) -> list[str]:
+    (env.work / "a-file").write_text("not a folder")
+    return ["run", *BASE, "--out", str(env.work / "a-file" / "run")]
+
+
 @dataclass
 class Case:
     label: str  # its row in the README's "Bad input" table
@@ -248,6 +286,13 @@ CASES = [
     # the disk
     Case("read-only output folder", "the file system is read-only; pick a writable --out", lambda e: e.run_args(),
          _read_only),
+    Case("unwritable output folder", "permission denied; pick a writable --out", _new_out, _refuse_mkdir(errno.EACCES)),
+    Case("output folder whose parent cannot be created", "a parent folder cannot be created there",
+         lambda e: ["run", *BASE, "--out", "/proc/dcobench-no-such-folder/run"]),
+    Case("output folder under a file", "a parent of it is a file, not a folder", _under_a_file),
+    Case("output folder that is a file", "is a file, not a folder",
+         lambda e: _under_a_file(e)[:-1] + [str(e.work / "a-file")]),
+    Case("disk full when creating the output folder", "the disk is full", _new_out, _disk_full_on_out),
     Case("disk full while saving a LoRA", "the disk is full", lambda e: e.run_args("train.steps=5"),
          _disk_full_on_lora),
     Case("disk full while writing images", "the disk is full",
@@ -273,9 +318,48 @@ def snapshot(root: Path) -> dict:
             if p.is_file() and ".locks" not in p.parts and p.name != "run.json"}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.label for c in CASES])
-def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, finished, tiny_sd_path, tiny_suite, tmp_path,
-                                                          monkeypatch, capsys):
+# Run in a subprocess (`python -m dcobench`), a case's patch is installed by this sitecustomize
+# before the entry point runs: the same fault, at the same system call, as in this process.
+SITECUSTOMIZE = """
+import os
+if os.environ.get("DCOBENCH_FAULT"):
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, os.environ["DCOBENCH_FAULT_TESTS"])
+    import pytest
+    import test_bad_input as t
+    case = next(c for c in t.CASES if c.label == os.environ["DCOBENCH_FAULT"])
+    env = t.Env(*(Path(os.environ["DCOBENCH_FAULT_" + k]) for k in ("RUN", "WORK", "MODEL", "SUBJECT")))
+    case.patch(env, pytest.MonkeyPatch())
+"""
+
+
+def in_process(case: Case, env: Env, argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
+    if case.patch:
+        case.patch(env, monkeypatch)
+    capsys.readouterr()
+    code = main(argv)
+    monkeypatch.undo()
+    return code, capsys.readouterr().err
+
+
+def in_subprocess(case: Case, env: Env, argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
+    """The real entry point, as a user runs it: `python -m dcobench ARGV` in a new interpreter."""
+    extra = {}
+    if case.patch:
+        site = env.work / "site"
+        site.mkdir()
+        (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        extra = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+                 "DCOBENCH_FAULT": case.label, "DCOBENCH_FAULT_TESTS": str(ROOT / "tests"),
+                 **{f"DCOBENCH_FAULT_{k}": str(v) for k, v in (("RUN", env.run), ("WORK", env.work),
+                                                               ("MODEL", env.model), ("SUBJECT", env.subject))}}
+    proc = subprocess.run([sys.executable, "-m", "dcobench", *argv], capture_output=True, text=True,
+                          env={**os.environ, **extra}, timeout=600)
+    return proc.returncode, proc.stderr
+
+
+def check_case(case, finished, tiny_sd_path, tiny_suite, tmp_path, monkeypatch, capsys, run_it) -> None:
     if case.label == "unreachable Ray cluster" and not _has_ray():
         case = Case(case.label, "Ray is not installed", case.argv)
     env = Env(tmp_path / "run", tmp_path / "work", Path(tiny_sd_path), tiny_suite.subjects[0].root)
@@ -283,13 +367,9 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, finished, tiny_s
     env.work.mkdir()
     argv = case.argv(env)
     before = snapshot(env.run)
-    if case.patch:
-        case.patch(env, monkeypatch)
-    capsys.readouterr()
-    code = main(argv)
-    monkeypatch.undo()
-    err = capsys.readouterr().err
+    code, err = run_it(case, env, argv, monkeypatch, capsys)
     lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err, err
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
     assert case.expect in lines[0], lines[0]
     after = snapshot(env.run)
@@ -299,6 +379,20 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, finished, tiny_s
     assert not [p for p in env.run.rglob("*") if p.name.startswith(".") and ".locks" not in p.parts]
     for path in set(after) - set(before):
         assert not path.endswith(".safetensors") or _loads(env.run / path), path
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.label for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, finished, tiny_sd_path, tiny_suite, tmp_path,
+                                                          monkeypatch, capsys):
+    check_case(case, finished, tiny_sd_path, tiny_suite, tmp_path, monkeypatch, capsys, in_process)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES, ids=[c.label for c in CASES])
+def test_bad_input_through_the_real_entry_point(case, finished, tiny_sd_path, tiny_suite, tmp_path, monkeypatch,
+                                                capsys):
+    """Every corpus entry through `python -m dcobench` in a subprocess: one line, exit 2, no traceback."""
+    check_case(case, finished, tiny_sd_path, tiny_suite, tmp_path, monkeypatch, capsys, in_subprocess)
 
 
 def _has_ray() -> bool:

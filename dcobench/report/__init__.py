@@ -26,7 +26,7 @@ import io
 from pathlib import Path
 
 from ..errors import DcoError
-from ..store import atomic_write_bytes, read_json
+from ..store import atomic_write_bytes, check_writable, read_json
 from .collect import load_cells
 from .curves import plot_curves
 from .grids import cell_grid
@@ -57,6 +57,7 @@ def write_report(run_dir: str | Path | list, out_dir: str | Path | None = None,
         raise DcoError("report: several run folders need an output folder (--out DIR)")
     every = load_cells(run_dirs)
     out = Path(out_dir) if out_dir is not None else run_dirs[0] / "report"
+    check_writable(out)
 
     warnings = protocol_warnings(every)
     df = every[every["kind"] != "merge"]

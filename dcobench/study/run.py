@@ -115,9 +115,10 @@ def _train_ids(cell) -> list[str]:
 def run_study(sp: StudyPlan, out: str | Path, show_progress: bool = True) -> dict:
     """Write study.json, then run every unfinished cell (`runner.run_plan`)."""
     from ..runner import run_plan
+    from ..store import check_writable
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out)
     existing = out / MANIFEST
     if existing.is_file() and read_json(existing).get("study") not in (None, sp.spec.name):
         raise DcoError(f"--out {out}: holds another study ({read_json(existing)['study']}); pick a new folder")
