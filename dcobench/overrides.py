@@ -7,6 +7,7 @@ still accept the 1.1 spellings (`config._coerce`).
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 from typing import Any
@@ -54,14 +55,30 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    key, sep, raw = text.partition("=")
+    """`key=value` as (dotted keys, value); see `parse_op` for the `+key=value` form."""
+    keys, value, _ = parse_op(text)
+    return keys, value
+
+
+def parse_op(text: str) -> tuple[list[str], Any, bool]:
+    """One command-line override as (dotted keys, value, merge).
+
+    `key=value` sets the key; when the value is a mapping it *replaces* the mapping there (a new
+    sweep is the whole sweep). `+key=value` merges a mapping into the one there instead, key by key.
+    """
+    merge = text.startswith("+")
+    key, sep, raw = text[merge:].partition("=")
     if not sep or not key.strip():
-        raise DcoError(f"override '{text}': expected key=value, e.g. methods.dco.beta=2000")
+        raise DcoError(f"override '{text}': expected key=value (or +key={{...}} to merge into a mapping), e.g. "
+                       "methods.dco.beta=2000")
     try:
         value = yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    return key.strip().split("."), value
+    if merge and not isinstance(value, dict):
+        raise DcoError(f"override '{text}': `+` merges a mapping into a mapping, e.g. "
+                       f"+{key.strip()}={{...}}; to set a value write {key.strip()}={raw}")
+    return key.strip().split("."), value, merge
 
 
 def set_dotted(data: dict, keys: list[str], value) -> None:
@@ -73,8 +90,29 @@ def set_dotted(data: dict, keys: list[str], value) -> None:
     data[keys[-1]] = value
 
 
+def apply_ops(data: dict, ops) -> dict:
+    """A deep copy of `data` with each (keys, value, merge) override applied in order."""
+    out = copy.deepcopy(data)
+    for keys, value, merge in ops:
+        node = out
+        for k in keys[:-1]:
+            if not isinstance(node.get(k), dict):
+                node[k] = {}
+            node = node[k]
+        old = node.get(keys[-1])
+        node[keys[-1]] = deep_merge(old, value) if merge and isinstance(old, dict) else copy.deepcopy(value)
+    return out
+
+
+# Mappings that are one setting, not a set of settings: a layer that gives one replaces the one
+# below it (a config file's sweep is the whole sweep, not knobs added to the suite's).
+ATOMIC = frozenset({"sweep"})
+
+
 def deep_merge(base: dict, top: dict) -> dict:
-    out = dict(base)
+    """`top` over `base`, mapping by mapping; a mapping under an ATOMIC key is replaced whole."""
+    out = dict(base or {})
     for k, v in (top or {}).items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        nested = isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ATOMIC
+        out[k] = deep_merge(out[k], v) if nested else v
     return out

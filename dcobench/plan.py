@@ -16,26 +16,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cells import ALONE, Cell, MergeCell
-from .config import (RunConfig, SampleConfig, TrainConfig, check_value, deep_merge, from_dict,
-                     load_yaml, parse_override, set_dotted)
-from .errors import DcoError, did_you_mean
+from .config import RunConfig, SampleConfig, TrainConfig, deep_merge, from_dict, load_yaml
+from .knobs import apply_knob, idle_knobs, no_duplicates
+from .overrides import apply_ops, parse_op
+from .errors import DcoError
 from .registry import MERGES, METHODS, METRICS
 from .suites import Suite, get_suite
 
 DEFAULT_METHODS = ["dco", "dreambooth"]
-SECTIONS = {"train": TrainConfig, "sample": SampleConfig}
-# Knobs a sweep cannot vary: one pipeline per run is loaded in one precision and one Context
-# encodes every reference at one resolution, and resume_every cannot change a LoRA at all.
-RUN_LEVEL = {
-    "train.mixed_precision": "the run loads one pipeline in one precision",
-    "train.resolution": "the run encodes references and samples at one resolution",
-    "train.resume_every": "it does not change the trained LoRA",
-}
 
 
 @dataclass
@@ -45,6 +37,7 @@ class Plan:
     methods: list[str]
     cells: list[Cell]
     merge_cells: list[MergeCell] = field(default_factory=list)  # when config.merge is set
+    notes: list[str] = field(default_factory=list)  # swept knobs that changed nothing (`expand`)
 
     def units(self) -> list["Unit"]:
         return units(self.cells + self.merge_cells)
@@ -55,16 +48,15 @@ def resolve(config_path=None, overrides=(), methods: list[str] | None = None, su
     """Return (RunConfig, Suite, selected method names); raises DcoError on any bad input.
     `config_path` is a YAML file or an already loaded mapping of the same keys (`dcobench study`)."""
     file_cfg = dict(config_path) if isinstance(config_path, dict) else load_yaml(config_path) if config_path else {}
-    over: dict = {}
-    for text in overrides:
-        set_dotted(over, *parse_override(text))
+    ops = [parse_op(text) for text in overrides]
+    over = apply_ops({}, ops)  # the overrides alone: where the suite, data and model come from
     picks = {}
     for key, flag in (("suite", suite), ("data", data), ("model", model)):
         picks[key] = flag or over.get(key) or file_cfg.get(key) or getattr(RunConfig(), key)
         if not isinstance(picks[key], str):
             raise DcoError(f"{key}: expected a name or path (got {picks[key]!r})")
     suite_obj = get_suite(picks["suite"], picks["data"], picks["model"])
-    raw = deep_merge(deep_merge(suite_obj.defaults, file_cfg), over)
+    raw = apply_ops(deep_merge(suite_obj.defaults, file_cfg), ops)
     raw.update(picks)
     if merge is not None:
         raw["merge"] = merge
@@ -80,12 +72,16 @@ def resolve(config_path=None, overrides=(), methods: list[str] | None = None, su
         name: from_dict(METHODS.get(name).config_cls, raw_methods.get(name), f"methods.{name}.")
         for name in dict.fromkeys(list(raw_methods) + selected)
     }
+    for where, values in (("seeds", cfg.seeds), ("sample.seeds", cfg.sample.seeds), ("subjects", cfg.subjects),
+                          ("sample.prompt_indices", cfg.sample.prompt_indices)):
+        no_duplicates(values, where)
     for name, mcfg in cfg.methods.items():
         for knob, values in mcfg.sweep.items():
             if not values:
                 raise DcoError(f"methods.{name}.sweep.{knob}: give at least one value")
+            no_duplicates(values, f"methods.{name}.sweep.{knob}")
             for v in values:
-                _apply_knob(mcfg, TrainConfig(), SampleConfig(), knob, v, f"methods.{name}.sweep.{knob}")
+                apply_knob(mcfg, TrainConfig(), SampleConfig(), knob, v, f"methods.{name}.sweep.{knob}")
     cfg.merges = merge_configs(cfg, raw_merges)
     if cfg.merge:
         from .families import family_of_model
@@ -114,27 +110,6 @@ def check_cell(cell: Cell) -> None:
     if step and step != train.steps and (not train.checkpoint_every or step % train.checkpoint_every or step > train.steps):
         raise DcoError(f"methods.{cell.method}: sample.lora_step={step} has no saved LoRA; use a multiple of "
                        f"train.checkpoint_every (now {train.checkpoint_every}) up to train.steps ({train.steps})")
-
-
-def _apply_knob(mcfg, train, sample, knob: str, value, where: str):
-    section, _, name = knob.partition(".")
-    if knob in RUN_LEVEL:
-        raise DcoError(f"{where}: {knob} cannot be swept ({RUN_LEVEL[knob]}); set it for the whole run "
-                       f"({knob}=...) and use one run folder per value")
-    if name and section in SECTIONS:
-        target = {"train": train, "sample": sample}[section]
-    elif not name:
-        target, name = mcfg, knob
-    else:
-        raise DcoError(f"{where}: unknown knob; use a method field or train.<field> / sample.<field>")
-    fields = {f.name: f for f in dataclasses.fields(target)}
-    if name not in fields or name == "sweep":
-        raise DcoError(f"{where}: unknown knob '{name}'; {did_you_mean(name, set(fields) - {'sweep'})}")
-    value = check_value(fields[name], typing.get_type_hints(type(target))[name], value, where)
-    new = dataclasses.replace(target, **{name: value})
-    if target is mcfg:
-        return new, train, sample
-    return (mcfg, new, sample) if section == "train" else (mcfg, train, new)
 
 
 def model_identity(model: str) -> str:
@@ -171,9 +146,11 @@ def method_configs(cfg: RunConfig, suite: Suite, method: str) -> tuple[TrainConf
     return train, sample
 
 
-def expand(cfg: RunConfig, suite: Suite, methods: list[str]) -> list[Cell]:
+def expand(cfg: RunConfig, suite: Suite, methods: list[str], notes: list[str] | None = None) -> list[Cell]:
+    """Every cell of the plan, once. Knob values that resolve to a cell already planned (a CFG scale
+    under consistency guidance) add nothing; `notes` gets one line per such knob."""
     model_id = model_identity(suite.model)
-    cells = []
+    cells, ids, idle = [], set(), {}
     for name in methods:
         mcfg0 = cfg.methods[name]
         train0, sample0 = method_configs(cfg, suite, name)
@@ -181,11 +158,22 @@ def expand(cfg: RunConfig, suite: Suite, methods: list[str]) -> list[Cell]:
         for values in itertools.product(*(mcfg0.sweep[k] for k in knobs)):
             mcfg, train, sample = mcfg0, train0, sample0
             for knob, v in zip(knobs, values):
-                mcfg, train, sample = _apply_knob(mcfg, train, sample, knob, v, f"methods.{name}.sweep.{knob}")
+                mcfg, train, sample = apply_knob(mcfg, train, sample, knob, v, f"methods.{name}.sweep.{knob}")
+            why = idle_knobs(knobs, sample)
+            for knob, reason in why.items():
+                idle.setdefault((name, knob, reason), set()).add(repr(values[knobs.index(knob)]))
+            shown = {k: v for k, v in zip(knobs, values) if k not in why}
             for subject in suite.select(cfg.subjects):
                 for seed in cfg.seeds:
-                    cells.append(Cell(name, subject, seed, dict(zip(knobs, values)), mcfg, train, sample, suite, model_id))
-                    check_cell(cells[-1])
+                    cell = Cell(name, subject, seed, shown, mcfg, train, sample, suite, model_id)
+                    if cell.cell_id in ids:
+                        continue
+                    ids.add(cell.cell_id)
+                    cells.append(cell)
+                    check_cell(cell)
+    if notes is not None:
+        notes += [f"methods.{name}.sweep.{knob} {reason}: its {len(vals)} values give the same cells, run once"
+                  for (name, knob, reason), vals in idle.items() if len(vals) > 1]
     return cells
 
 
@@ -273,6 +261,7 @@ def shard(all_units: list[Unit], i: int, n: int) -> list[Unit]:
 
 def make_plan(config_path=None, overrides=(), methods=None, suite=None, data=None, model=None, merge=None) -> Plan:
     cfg, suite_obj, selected = resolve(config_path, overrides, methods, suite, data, model, merge)
-    cells = expand(cfg, suite_obj, selected)
+    notes: list[str] = []
+    cells = expand(cfg, suite_obj, selected, notes)
     merges = expand_merges(cfg, suite_obj, selected, cells[0].model_id if cells else model_identity(suite_obj.model))
-    return Plan(cfg, suite_obj, selected, cells, merges)
+    return Plan(cfg, suite_obj, selected, cells, merges, notes)

@@ -132,3 +132,69 @@ def test_cli_usage_errors_are_one_message_not_a_traceback(capsys):
     assert main(["validate"]) == 2
     err = capsys.readouterr().err
     assert "Missing argument" in err and "Traceback" not in err
+
+
+def _knob_sets(plan, method):
+    return {tuple(sorted(c.knobs.items())) for c in plan.cells if c.method == method}
+
+
+def test_a_mapping_override_replaces_and_plus_merges(tiny_suite, tmp_path):
+    """`key={...}` is the whole new mapping; `+key={...}` adds to the one below (suite, config file)."""
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("methods:\n  dreambooth:\n    sweep: {sample.cfg_scale: [3.0, 5.0]}\n")
+    replaced = make_plan(cfg, ["methods.dreambooth.sweep={train.steps: [2, 3]}"], ["dreambooth"], "tiny")
+    assert _knob_sets(replaced, "dreambooth") == {(("train.steps", 2),), (("train.steps", 3),)}
+    merged = make_plan(cfg, ["+methods.dreambooth.sweep={train.steps: [2, 3]}"], ["dreambooth"], "tiny")
+    assert _knob_sets(merged, "dreambooth") == {(("sample.cfg_scale", a), ("train.steps", b))
+                                                for a in (3.0, 5.0) for b in (2, 3)}
+    # a config file's sweep replaces the suite's too (a sweep is one setting)
+    assert _knob_sets(make_plan(cfg, [], ["dreambooth"], "tiny"), "dreambooth") == {
+        (("sample.cfg_scale", 3.0),), (("sample.cfg_scale", 5.0),)}
+    # `+` on a mapping of options merges option by option; on a value it is refused
+    plan = make_plan(cfg, ["+methods.dco={beta: 50}"], ["dco"], "tiny")
+    assert {c.method_cfg.beta for c in plan.cells} == {50.0}
+    with pytest.raises(DcoError, match=r"`\+` merges a mapping into a mapping.*write seeds=\[1\]"):
+        make_plan(cfg, ["+seeds=[1]"], ["dco"], "tiny")
+
+
+@pytest.mark.parametrize("override, where", [
+    ("seeds=[0,0]", "seeds: 0 is given twice"),
+    ("sample.seeds=[1,2,1]", "sample.seeds: 1 is given twice"),
+    ("methods.dco.sweep={sample.w_con: [1, 1.0]}", r"methods\.dco\.sweep\.sample\.w_con: 1.0 is given twice"),
+    ("subjects=[robot,robot]", "subjects: 'robot' is given twice"),
+])
+def test_duplicate_values_are_errors(tiny_suite, override, where):
+    with pytest.raises(DcoError, match=where):
+        make_plan(overrides=[override], methods=["dco"], suite="tiny")
+
+
+def test_idle_knob_values_give_one_cell_and_a_note(tiny_suite):
+    """Sweeping both guidance modes' scales: each mode ignores the other's, so 2 x 3 x 3 values are
+    6 cells per LoRA, each once, and the plan names the knob that had no effect."""
+    sweep = "methods.dreambooth.sweep={sample.guidance: [cfg, consistency], sample.cfg_scale: [1, 2, 3], " \
+            "sample.w_con: [1, 2, 3]}"
+    plan = make_plan(overrides=[sweep, "subjects=[robot]"], methods=["dreambooth"], suite="tiny")
+    assert len(plan.cells) == len({c.cell_id for c in plan.cells}) == 6
+    knobs = _knob_sets(plan, "dreambooth")
+    assert (("sample.cfg_scale", 2), ("sample.guidance", "cfg")) in knobs
+    assert (("sample.guidance", "consistency"), ("sample.w_con", 3)) in knobs
+    assert plan.notes == [
+        "methods.dreambooth.sweep.sample.w_con has no effect under guidance=cfg: its 3 values give the same "
+        "cells, run once",
+        "methods.dreambooth.sweep.sample.cfg_scale has no effect under guidance=consistency: its 3 values give "
+        "the same cells, run once"]
+    # an effective sweep leaves no note
+    assert not make_plan(overrides=["methods.dco.sweep={sample.w_con: [1, 2]}"], methods=["dco"], suite="tiny").notes
+
+
+def test_collapsed_cells_are_run_once_and_not_counted_as_another_process(tiny_suite, tmp_path, capsys):
+    from dcobench.cli import main
+
+    args = ["run", "--methods", "dreambooth", "--suite", "tiny", "subjects=[robot]", "train.steps=2",
+            "sample.steps=2", "sample.seeds=[0]", "score.enabled=false", "--quiet", "--out", str(tmp_path / "r"),
+            "methods.dreambooth.sweep={sample.w_con: [1, 2, 3]}"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "note: methods.dreambooth.sweep.sample.w_con has no effect under guidance=cfg" in err
+    assert "1 cells in" in err and "another process" not in err, err
+    assert len(list((tmp_path / "r" / "cells").iterdir())) == 1
