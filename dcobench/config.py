@@ -79,6 +79,10 @@ class TrainConfig:
     caption_template: str = option(
         "", "The caption of train.captions=template, with {identifier} and {class_noun}; empty: 'a photo of "
         "{identifier} {class_noun}' (styles: 'a picture in {identifier} style').", id_default=True)
+    log_to: str = option(
+        "none", "Live training logs under RUN/logs/<train_id>/: tensorboard or wandb (offline unless WANDB_MODE "
+        "says otherwise), every value the objective logs plus lr and step time. Not part of the train id.",
+        choices=["none", "tensorboard", "wandb"], identity=False)
     resume_every: int = option(
         -1, "Save a resumable training state (LoRA, optimizer, RNG, token row) every N steps, so a killed "
         "training resumes there; -1: every 10% of the steps, at least 50; 0: never. Not part of the train id.",

@@ -39,6 +39,7 @@ from .scoring import Scorer
 from .store import RunDir, atomic_folder, atomic_write_json, provenance, read_json, writing
 from .tokens import META_FILE as TOKENS_META
 from .tokens import load_tokens, unload_tokens
+from .tracking import open_tracker
 from .trainer import PriorData, encode_images, train_lora
 
 
@@ -110,10 +111,17 @@ def train(ctx: Context, cell: Cell, lora_dir: Path, progress) -> None:
     prior = ctx.prior(cell) if objective.needs_prior else None
     task = progress.add_task(f"train {cell.train_id}", total=cell.train.steps)
     curves: dict[str, list[float]] = {}
+    tracker = []  # the live logger (train.log_to), opened once the step to start from is known
+
+    def on_start(first: int, optimizer) -> None:
+        tracker.append(open_tracker(cell.train.log_to, lora_dir.parent.parent, cell.train_id, cell.train_identity(),
+                                    first, optimizer))
 
     def on_step(step: int, logs: dict) -> None:
         for k, v in logs.items():
             curves.setdefault(k, []).append(round(float(v), 6))
+        if tracker:
+            tracker[0].log(step, logs)
         progress.advance(task)
 
     for stale in [*lora_dir.parent.glob(f".{lora_dir.name}.*"), *lora_dir.glob(".*")]:  # left by a killed run
@@ -123,7 +131,7 @@ def train(ctx: Context, cell: Cell, lora_dir: Path, progress) -> None:
     report = None
     try:
         report = train_lora(ctx.pipe, ctx.cond, ctx.latents(cell.subject), cell.training_subject(), objective, cell.train,
-                            cell.seed, on_step=on_step, prior=prior, resume=resume,
+                            cell.seed, on_step=on_step, on_start=on_start, prior=prior, resume=resume,
                             on_checkpoint=lambda step, tokens: _save_folder(ctx, lora_dir / f"checkpoint-{step}", tokens))
         with writing(lora_dir):  # each file renamed into place, then train.json last
             lora_dir.mkdir(parents=True, exist_ok=True)
@@ -141,6 +149,8 @@ def train(ctx: Context, cell: Cell, lora_dir: Path, progress) -> None:
         })
         resume.clear()
     finally:
+        for t in tracker:
+            t.close()
         if has_training_adapter(ctx.cond.denoiser):
             remove_training_adapter(ctx.cond.denoiser)
         if report is not None and report.tokens is not None:

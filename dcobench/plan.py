@@ -26,6 +26,7 @@ from .overrides import apply_ops, parse_op
 from .errors import DcoError
 from .registry import MERGES, METHODS, METRICS
 from .suites import Suite, get_suite
+from .tracking import check_available
 
 DEFAULT_METHODS = ["dco", "dreambooth"]
 
@@ -82,6 +83,7 @@ def resolve(config_path=None, overrides=(), methods: list[str] | None = None, su
             no_duplicates(values, f"methods.{name}.sweep.{knob}")
             for v in values:
                 apply_knob(mcfg, TrainConfig(), SampleConfig(), knob, v, f"methods.{name}.sweep.{knob}")
+    check_available(cfg.train.log_to)  # a missing logger library fails before any training
     cfg.merges = merge_configs(cfg, raw_merges)
     if cfg.merge:
         from .families import family_of_model

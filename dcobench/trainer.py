@@ -112,6 +112,7 @@ def train_lora(
     cfg: TrainConfig,
     seed: int,
     on_step: Callable[[int, dict], None] | None = None,
+    on_start: Callable[[int, object], None] | None = None,
     on_checkpoint: Callable[[int, object], None] | None = None,
     prior: PriorData | None = None,
     resume=None,
@@ -120,6 +121,8 @@ def train_lora(
     stays attached for the caller to save.
 
     `cfg.steps` counts optimizer steps, each of `cfg.grad_accum` micro-batches of `cfg.batch_size`.
+    `on_start(first_step, optimizer)` is called once before the first step (after a resume, with
+    the step it resumes from); `on_step(step, logs)` after each optimizer step.
     `on_checkpoint(step, tokens)` is called every `cfg.checkpoint_every` steps before the last.
     With `cfg.train_token` the identifier also becomes a new token trained at `cfg.token_lr`, so the
     captions are re-encoded with gradients each step; the base captions (no identifier) stay cached.
@@ -165,6 +168,8 @@ def train_lora(
     restored = resume.load(model, optimizer, gen, tokens) if resume is not None else None
     if restored:
         first, losses, last, start = restored["step"], restored["losses"], restored["last"], start - restored["seconds"]
+    if on_start:
+        on_start(first, optimizer)
     model.train()
     for step in range(first, cfg.steps):
         total = 0.0
