@@ -1,8 +1,8 @@
 """Where the data that ships with dcobench lives: configs, the micro world's models and subjects.
 
-In a source checkout it is the repository's `data/` folder; a wheel (`python -m build`) carries
-the same files as the package `dcobench.data` (pyproject.toml maps one onto the other), so an
-installed dcobench finds them without the checkout.
+The files live in the package folder `dcobench/data/` (a wheel carries them as the package
+`dcobench.data`, so an installed dcobench finds them without the checkout); the checkout's `data/`
+is a link to it, so the paths the docs give (`data/micro/...`) work too.
 """
 
 from __future__ import annotations
