@@ -15,7 +15,8 @@ from dcobench.micro import models as M
 from dcobench.micro import training as T
 from dcobench.micro.validate import (ATTRIBUTES, balanced_scenes, degradation, seed_diversity, validate_base,
                                      validation_table)
-from dcobench.micro.world import (COLORS, HELDOUT_STYLES, STYLES, SUBJECTS, caption, eval_prompts, render,
+from dcobench.micro.references import eval_prompts
+from dcobench.micro.world import (COLORS, HELDOUT_STYLES, STYLES, SUBJECTS, caption, render,
                                   sample_scenes)
 
 

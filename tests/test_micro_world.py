@@ -7,11 +7,11 @@ import yaml
 from PIL import Image
 
 from dcobench.micro import oracle
+from dcobench.micro.references import (eval_prompts, reference_scenes, style_reference_scenes,
+                                       write_style_folder, write_subject_folder)
 from dcobench.micro.world import (BACKGROUNDS, COLORS, HELDOUT_STYLES, HELDOUT_SUBJECTS, POSITIONS,
                                   PRETRAIN_STYLES, SHAPES, SIZES, STYLE_IDENTIFIERS, SUBJECTS,
-                                  Scene, base_caption, caption, eval_prompts, reference_scenes,
-                                  render, sample_scenes, style_reference_scenes,
-                                  write_style_folder, write_subject_folder)
+                                  Scene, base_caption, caption, render, sample_scenes)
 
 IDENTIFIERS = {s.identifier for s in SUBJECTS.values()} | set(STYLE_IDENTIFIERS.values())
 
@@ -225,7 +225,7 @@ def test_oracle_judges_merged_prompts_of_rendered_scenes():
     from dcobench.micro import metrics, world
 
     for name in world.SUBJECTS:
-        for scene in world.eval_prompts(name):
+        for scene in eval_prompts(name):
             if scene.style != "plain":
                 continue
             styled = metrics.scene_for(world.caption(scene) + ", in kxv style")
@@ -240,7 +240,7 @@ def test_background_leak_metric_counts_only_the_references_background():
     from dcobench.micro import metrics, world
 
     leak = metrics.LeakMetric()
-    black = world.eval_prompts("tent")[0]  # black background
+    black = eval_prompts("tent")[0]  # black background
     assert black.background == "black"
     on_white = world.Scene(black.shape, None, "white", black.position, black.size, "plain", "tent")
     prompts = [world.caption(black)] * 2 + [world.caption(on_white), "a photo of a dog"]
@@ -257,10 +257,10 @@ def test_subject_folder_base_prompts_are_the_worlds_class_captions(tmp_path):
     from dcobench.suites.base import load_subject
 
     for name in world.SUBJECTS:
-        subject = load_subject(world.write_subject_folder(name, tmp_path / name))
-        scenes = world.eval_prompts(name)
+        subject = load_subject(write_subject_folder(name, tmp_path / name))
+        scenes = eval_prompts(name)
         assert [subject.base(p) for p in subject.prompts] == [world.base_caption(s) for s in scenes]
-        assert subject.base_captions == [world.base_caption(s) for s in world.reference_scenes(name)]
+        assert subject.base_captions == [world.base_caption(s) for s in reference_scenes(name)]
 
 
 def test_oracle_version_is_part_of_every_oracle_judges_description(monkeypatch):

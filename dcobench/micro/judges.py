@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from . import oracle
-from .world import BACKGROUNDS, JITTER, POSITIONS, SIZES, SUBJECTS, Scene, caption, reference_scenes, render
+from .references import reference_scenes
+from .world import BACKGROUNDS, JITTER, POSITIONS, SIZES, SUBJECTS, Scene, caption, render
 
 POSITIVE_SETS = ("clean", "vae", "degraded")
 STRESS_SET = "heavy noise"  # reported, not a target: pixel noise at the residual's full std

@@ -1,6 +1,6 @@
 """Oracle metrics: the micro world's exact judge, registered beside the embedding metrics.
 
-Each generated image is compared with the scene its prompt describes (`world.eval_prompts`), so
+Each generated image is compared with the scene its prompt describes (`references.eval_prompts`), so
 these metrics need no encoder: `oracle_background` is the fraction of images whose background is
 the prompted one (a model that overfits its white-background references fails it),
 `oracle_subject` whether the subject's own look is there, `oracle_layout` position and size,
@@ -18,17 +18,17 @@ import torch
 from ..cells import styled_prompt
 from ..metrics.definitions import Judge
 from ..registry import METRICS
-from . import oracle, world
+from . import oracle, references, world
 
 
 def _scene_index() -> dict[str, world.Scene]:
     scenes = {}
     for name in list(world.SUBJECTS) + list(world.HELDOUT_STYLES):
-        for scene in world.eval_prompts(name) + (world.reference_scenes(name) if name in world.SUBJECTS else []):
+        for scene in references.eval_prompts(name) + (references.reference_scenes(name) if name in world.SUBJECTS else []):
             scenes[world.caption(scene)] = scene
     # `dcobench run --merge` prompts: a subject's plain evaluation scenes in a held-out style
     for name in world.SUBJECTS:
-        for scene in world.eval_prompts(name):
+        for scene in references.eval_prompts(name):
             if scene.style == "plain":
                 for style in world.HELDOUT_STYLES:
                     prompt = styled_prompt(world.caption(scene), world.STYLE_IDENTIFIERS[style])
@@ -53,7 +53,7 @@ class _OracleJudge(Judge):
         return f"micro-world oracle v{oracle.VERSION}: " + "+".join(self.keys)
 
 
-REFERENCE_BACKGROUND = "white"  # every held-out subject's references share it (world.reference_scenes)
+REFERENCE_BACKGROUND = "white"  # every held-out subject's references share it (references.reference_scenes)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ import numpy as np
 
 from . import judges, oracle
 from .validate import generate
-from .world import COLORS, HELDOUT_STYLES, SHAPES, Scene, caption, render, style_reference_scenes
+from .references import style_reference_scenes
+from .world import COLORS, HELDOUT_STYLES, SHAPES, Scene, caption, render
 
 POSITIVE_SETS = ("clean", "vae", "degraded")
 NEGATIVE_SETS = ("plain (base model)", "plain", "outline", "pastel", "other held-out")

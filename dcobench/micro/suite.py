@@ -1,6 +1,6 @@
 """The `micro` suite: the micro world's base model, held-out subjects, evaluation prompts, encoders.
 
-Subjects are written by the renderer (`world.write_subject_folder`): 4 references that all share
+Subjects are written by the renderer (`references.write_subject_folder`): 4 references that all share
 a white background, with comprehensive per-image captions, so a method that overfits the
 references also learns "white background". The evaluation prompts recontextualise (black, gray
 and blue backgrounds, other positions and sizes) and restyle (outline, pastel). Besides the
@@ -17,7 +17,7 @@ from ..errors import DcoError
 from ..registry import SUITES
 from ..store import atomic_folder
 from ..suites.base import Suite, load_subject
-from . import world
+from . import references
 from .models import default_micro_dir
 
 SUBJECTS = ("tent", "quilt", "badge")
@@ -62,7 +62,7 @@ def subjects_root(root: Path | None = None) -> Path:
     for n in SUBJECTS + STYLES:
         if not (root / n / "subject.yaml").is_file():
             with atomic_folder(root / n) as tmp:
-                (world.write_subject_folder if n in SUBJECTS else world.write_style_folder)(n, tmp)
+                (references.write_subject_folder if n in SUBJECTS else references.write_style_folder)(n, tmp)
     return root
 
 

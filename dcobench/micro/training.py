@@ -26,8 +26,8 @@ import torch.nn.functional as F
 
 from .models import (TEXT_LEN, make_text_encoder, make_unet, make_vae, n_params, resolve, to_pixels,  # noqa: F401
                      tokenize, alphas_cumprod)
-from .world import (BACKGROUNDS, CANVAS, COLORS, HELDOUT_STYLES, SUBJECTS, caption, reference_scenes, render,
-                    sample_scenes, style_reference_scenes)
+from .references import reference_scenes, style_reference_scenes
+from .world import BACKGROUNDS, CANVAS, COLORS, HELDOUT_STYLES, SUBJECTS, caption, render, sample_scenes
 
 POOL_CAP = 20000  # draws; covers the pretraining world (with its jitter) many times over
 EVAL_SEED_OFFSET = 1000  # eval pools use seed + this: other draws of the same world
