@@ -15,6 +15,7 @@ import typer
 
 from .config import RunConfig
 from .errors import DcoError
+from .labels.cli import label_command
 from .lora_cli import export_command, merge_command, scoped_overrides
 from .registry import COMMANDS
 from .study.cli import study_command
@@ -201,6 +202,7 @@ def caption(
 app.command("merge")(merge_command)  # dcobench/lora_cli.py: LoRA files in and out
 app.command("export")(export_command)
 app.command("study")(study_command)  # dcobench/study/cli.py: the claims of a study, one report
+app.command("label")(label_command)  # dcobench/labels/cli.py: blind labels of a run's images by people
 
 
 @app.command("ls")
