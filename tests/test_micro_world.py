@@ -106,7 +106,8 @@ def test_oracle_reads_blurred_heldout_styles(style):
 def test_oracle_on_subjects(subject):
     for scene in reference_scenes(subject, n=6) + eval_prompts(subject):
         verdict = oracle.judge(render(scene), scene)
-        assert set(verdict) == {"background", "position", "size", "style", "subject_match"}
+        assert set(verdict) == {"background", "position", "size", "style", "subject_match", "subject_colours"}
+        assert verdict.pop("subject_colours") is verdict["subject_match"]  # a clean render is in its own colours
         want_match = None if not oracle.judgeable(subject, scene.style, scene.size) else True
         assert verdict.pop("subject_match") is want_match
         assert all(v is True for v in verdict.values()), (scene, verdict)

@@ -1,12 +1,14 @@
 """The blind sample on paper: numbered contact sheets, a CSV to fill in, and its import.
 
-    DIR/sheet-01.png ...  20 tiles a page (4 x 5): each image enlarged to 160 px with whole pixels,
+    DIR/sheet-01.png ...  12 tiles a page (4 x 3): each image enlarged to 256 px with whole pixels,
                           its number, and its prompt below; a page holds one subject's items, with that
                           subject's reference images in a header row
     DIR/labels.csv        sheet,number,item,subject,prompt,subject_answer,prompt_answer (answers empty)
     DIR/README.txt        how to fill it in
 
-A page holds one subject so its references sit above every tile they are compared with. Sorting by
+Tiles are 256 px (8x a 32 px image): at 160 px a small quilt's quarters could not be told apart
+by eye on a screen (found while labelling data/micro/labels). A page holds one subject so its
+references sit above every tile they are compared with. Sorting by
 subject hides nothing more than the page does anyway (the references show the subject); within a
 subject the sample's shuffled order is kept. `import_sheet` reads a filled CSV back into the label
 store as the rows the page would have written.
@@ -24,7 +26,7 @@ from ..store import atomic_write_bytes, check_writable
 from . import store
 from .sample import stored_items
 
-COLS, ROWS, TILE, PAD, REF = 4, 5, 160, 16, 80
+COLS, ROWS, TILE, PAD, REF = 4, 3, 256, 16, 80
 TEXT_LINES, LINE = 4, 15
 SHEET_COLUMNS = ["sheet", "number", "item", "subject", "prompt", "subject_answer", "prompt_answer"]
 README = """\
@@ -63,7 +65,7 @@ def _fit(image, size: int):
 
 
 def pages(items: list[dict]) -> list[tuple[str, list[dict]]]:
-    """(subject, items) per sheet: subjects in name order, 20 items a sheet, the sample's order kept."""
+    """(subject, items) per sheet: subjects in name order, COLS x ROWS items a sheet, the sample's order kept."""
     by_subject: dict[str, list[dict]] = {}
     for it in items:
         by_subject.setdefault(it["subject"], []).append(it)

@@ -102,12 +102,13 @@ class OracleMetric(_OracleJudge):
 for _name, _keys, _label in (
     ("oracle_background", ("background",), "Oracle: prompted background"),
     ("oracle_subject", ("subject_match",), "Oracle: subject's look present"),
+    ("oracle_subject_colour", ("subject_colours",), "Oracle: subject in its exact colours"),
     ("oracle_layout", ("position", "size"), "Oracle: prompted position and size"),
     ("oracle_style", ("style",), "Oracle: prompted style"),
 ):
     # in a merge prompt ("..., in <style> style") the prompted style is the style LoRA's: style fidelity
     METRICS.register(_name, OracleMetric(_name, _keys), higher_is_better=True,
-                     kind="subject" if _name == "oracle_subject" else "prompt", label=_label,
+                     kind="subject" if _name.startswith("oracle_subject") else "prompt", label=_label,
                      merge_kind="style" if _name == "oracle_style" else None,
                      aggregate="fraction of images the exact oracle accepts; mean ± 95% CI over cells")
 

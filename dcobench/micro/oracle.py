@@ -40,9 +40,14 @@ from .world import BACKGROUNDS, CANVAS, COLORS, PASTEL, POSITIONS, SUBJECTS, Sce
 # Recorded in every scoring protocol through the oracle judges' `describe()`: a changed reader
 # changes the protocol id, so `dcobench score` rescores old cells and reports never mix readers.
 # 2: held-out styles read from `lattice_contrast` (1 read the thresholded mask's row coverage).
-VERSION = 2
+# 3: checked against people on the methods' own outputs (data/micro/labels/): the ink mask keeps the
+#    main blob only, shape from the width profile, and the subject test reads structure (each region
+#    nearer its own colour than the other's) apart from the exact colours (`subject_colours`).
+VERSION = 3
 SIZE_SPLIT = 15  # small bboxes are 12 px, large 18 px (striped/dotted lose <= 2 px)
 REGION_MIN = 0.6  # share of a region that must show its colour (speckle at 40% fails both ways)
+CONTRAST_MIN = 0.35  # part minus body, on the body->part colour line (renders: 1.0, class prior: 0)
+SQUARENESS = 0.75  # width near the top and bottom / widest width: squares ~0.93, discs ~0.61 on outputs
 _INK_NAMES = list(COLORS) + [f"pastel {k}" for k in PASTEL]
 _INK_RGB = np.array(list(COLORS.values()) + list(PASTEL.values()), float)
 
@@ -69,18 +74,33 @@ def _position(a) -> str:
     return POSITIONS[int(np.argmin(d))]
 
 
+def _extent(widths: np.ndarray) -> tuple[int, int]:
+    """First and last index where the silhouette is at least 2 px wide: a one-pixel spur of
+    noise attached to the object does not stretch the extent the profile is read over."""
+    idx = np.nonzero(widths >= 2)[0]
+    return (int(idx[0]), int(idx[-1])) if len(idx) else (0, len(widths) - 1)
+
+
 def _shape(a) -> str:
-    f = a["filled"][a["bbox"][0]:a["bbox"][1] + 1, a["bbox"][2]:a["bbox"][3] + 1]
-    half = f.shape[0] // 2
-    upper, lower = f[:half].sum(), f[-half:].sum() if half else 0
-    balance = min(upper, lower) / max(upper, lower, 1)
-    if balance < 0.6:
+    """triangle / square / circle from the silhouette's width profile.
+
+    A triangle is bottom-heavy (area balance of the upper and lower halves < 0.6). A square is as
+    wide near its top and bottom (12% and 88% of the height) as at its widest, and as tall near its
+    left and right edges; a disc is about 0.6 as wide there. v2 read the 2x2 corners of the
+    bounding box instead, which one speck of noise attached to the object empties: on method
+    outputs it read half of the quilts people saw as squares as circles (MODEL_CARD, v3)."""
+    f = a["filled"]
+    rows, cols = f.sum(1), f.sum(0)
+    r0, r1 = _extent(rows)
+    c0, c1 = _extent(cols)
+    mid = (r0 + r1) / 2
+    upper, lower = f[r0:int(np.floor(mid)) + 1].sum(), f[int(np.ceil(mid)):r1 + 1].sum()
+    if min(upper, lower) / max(upper, lower, 1) < 0.6:
         return "triangle"
-    # A square fills the 2x2 corners of its box and a disc none of them; blur cuts a square's
-    # corners diagonally but keeps most of them (the box's fill ratio did not: 0.86-0.90 on blurred
-    # squares and blurred discs alike).
-    corners = np.mean([f[:2, :2].mean(), f[:2, -2:].mean(), f[-2:, :2].mean(), f[-2:, -2:].mean()])
-    return "square" if corners >= 0.5 else "circle"
+    at = lambda w, lo, hi, q: w[int(round(lo + q * (hi - lo)))]  # noqa: E731
+    squareness = np.mean([at(rows, r0, r1, q) / max(rows.max(), 1) for q in (0.12, 0.88)]
+                         + [at(cols, c0, c1, q) / max(cols.max(), 1) for q in (0.12, 0.88)])
+    return "square" if squareness >= SQUARENESS else "circle"
 
 
 def _ink_name(a) -> str:
@@ -183,12 +203,20 @@ def _part_regions(a, subject: str) -> tuple[np.ndarray, np.ndarray]:
     # and 1 px inside the silhouette: a blurred edge mixes ink with the background
     f = np.pad(a["filled"], 1)
     inner = a["filled"] & f[:-2, 1:-1] & f[2:, 1:-1] & f[1:-1, :-2] & f[1:-1, 2:]
-    return body & a["mask"] & inner, part & a["mask"] & inner
+    # ...unless that leaves fewer than 3 pixels: a small tent's band is 3 rows, one after erosion,
+    # none when the method drew it thinner (people still see it; v2 abstained on none of these)
+    out = []
+    for region in (body, part):
+        eroded = region & a["mask"] & inner
+        out.append(eroded if eroded.sum() >= 3 else region & a["mask"])
+    return out[0], out[1]
 
 
 def region_scores(img, subject: str) -> dict | None:
-    """The region test's numbers: the shape read, the share of each region showing its colour and
-    the pixel counts; None without ink."""
+    """The region test's numbers, None without ink: the shape read; per region, the share of its
+    pixels nearer its own colour than the other region's (`part_vs_body`, `body_vs_part`: the
+    structure, which survives colour drift) and the share whose nearest palette ink is its colour
+    (`part`, `body`: the exact colours); and the pixel counts."""
     a = analyze(img)
     if a is None:
         return None
@@ -196,8 +224,13 @@ def region_scores(img, subject: str) -> dict | None:
     names = np.array([n.replace("pastel ", "") for n in _INK_NAMES])[_ink_labels(a["img"])]
     want_body, want_part = SUBJECTS[subject].colors
     share = lambda m, c: float((names[m] == c).mean()) if m.any() else 0.0  # noqa: E731
+    # each pixel's position on the line from the body colour (0) to the part colour (1)
+    b, p = np.array(COLORS[want_body], float), np.array(COLORS[want_part], float)
+    t = (a["img"] - b) @ (p - b) / float((p - b) @ (p - b))
+    # means, not medians: in a 50/50 texture of the two colours a median jumps to either end
+    contrast = float(t[part].mean() - t[body].mean()) if part.any() and body.any() else 0.0
     return {"shape": _shape(a), "body": share(body, want_body), "part": share(part, want_part),
-            "n_body": int(body.sum()), "n_part": int(part.sum())}
+            "contrast": contrast, "n_body": int(body.sum()), "n_part": int(part.sum())}
 
 
 def judgeable(subject: str, style: str = "plain", size: str = "large") -> bool:
@@ -209,13 +242,26 @@ def judgeable(subject: str, style: str = "plain", size: str = "large") -> bool:
 
 
 def subject_match(img, subject: str, style: str = "plain", size: str = "large") -> bool | None:
-    """Is this ``subject`` (its class shape with its part, in its colours)?  None (abstain) where
-    ``style`` at the prompted ``size`` hides the part."""
+    """Is this ``subject``: its class shape with its part in place, the part in a colour nearer the
+    part's than the body's and the body nearer the body's (the structure people see, whatever
+    guidance did to the hues)? None (abstain) where ``style`` at the prompted ``size`` hides the part."""
     if not _judgeable(subject, style, size):
         return None
     r = region_scores(img, subject)
+    # the shape keeps other subjects out: a tent's band lies where a badge's body is, so a badge
+    # test on a tent sees a yellow centre against a purple body, a contrast but the wrong shape
     return bool(r is not None and r["shape"] == SUBJECTS[subject].class_shape and r["n_part"] >= 3
-                and r["part"] >= REGION_MIN and r["body"] >= REGION_MIN)
+                and r["contrast"] >= CONTRAST_MIN)
+
+
+def subject_colours(img, subject: str, style: str = "plain", size: str = "large") -> bool | None:
+    """`subject_match` and, in both regions, the subject's own palette colours (v2's test: the
+    nearest of the world's inks is the region's colour in at least REGION_MIN of its pixels)."""
+    match = subject_match(img, subject, style, size)
+    if not match:
+        return match
+    r = region_scores(img, subject)
+    return bool(r["part"] >= REGION_MIN and r["body"] >= REGION_MIN)
 
 
 _judgeable = lru_cache(maxsize=64)(judgeable)
@@ -237,10 +283,11 @@ def judge(img, scene: Scene) -> dict[str, bool | None]:
         keys = ("position", "size", "style")
         if a is None:
             match = None if not _judgeable(scene.subject, scene.style, scene.size) else False
-            return {**out, **dict.fromkeys(keys, False), "subject_match": match}
+            return {**out, **dict.fromkeys(keys, False), "subject_match": match, "subject_colours": match}
         out.update(position=_position(a) == scene.position, size=_size(a) == scene.size,
                    style=_style(a) == scene.style)
         out = {k: bool(v) for k, v in out.items()}
-        return {**out, "subject_match": subject_match(img, scene.subject, scene.style, scene.size)}
+        return {**out, "subject_match": subject_match(img, scene.subject, scene.style, scene.size),
+                "subject_colours": subject_colours(img, scene.subject, scene.style, scene.size)}
     got = _attributes(img, a)
     return {k: bool(v == getattr(scene, k)) for k, v in got.items()}

@@ -13,8 +13,9 @@ weights load only when a run scores with them) and the `dcobench micro` commands
 from ..registry import BACKBONES, COMMANDS
 from . import metrics, suite  # noqa: F401  (register the judges and the suite where they are defined)
 
-BACKBONES.register("micro-clip", "dcobench.micro.encoders:micro_clip_backbone",
+# `cuts`: where the judge-agreement table thresholds the continuous judges these backbones serve
+BACKBONES.register("micro-clip", "dcobench.micro.encoders:micro_clip_backbone", cuts="dcobench.micro.cuts:validated_cuts",
                    description="the micro world's CLIP-style encoder (ships with dcobench)")
-BACKBONES.register("micro-dino", "dcobench.micro.encoders:micro_dino_backbone",
+BACKBONES.register("micro-dino", "dcobench.micro.encoders:micro_dino_backbone", cuts="dcobench.micro.cuts:validated_cuts",
                    description="the micro world's DINO-style subject encoder (ships with dcobench)")
 COMMANDS.register("micro", "dcobench.micro.cli:micro_app", description="build and validate the micro world's models")
