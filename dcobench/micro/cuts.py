@@ -27,5 +27,4 @@ def validated_cuts(metric: str) -> tuple[dict[str, float], str]:
     cuts = judges.get(metric, {}).get("threshold")
     if not cuts:
         return {}, ""
-    return dict(zip(SUBJECTS, map(float, cuts))), ("validation: data/micro/validation.json (degraded subject renders "
-                                                  "vs base-model class prior, Youden's J)")
+    return dict(zip(SUBJECTS, map(float, cuts))), "validation: data/micro/validation.json"

@@ -52,7 +52,7 @@ DEFAULTS = {
     "report": {"pareto_metrics": ["oracle_subject", "dino", "clip_i"]},
     "score": {"clip": "micro-clip", "dino": "micro-dino", "dinov2": "micro-dino",
               "metrics": ["dino", "clip_i", "clip_t", "style_dino", "style_clip_i", "oracle_background",
-                          "oracle_subject", "oracle_layout", "oracle_style", "oracle_bg_leak"]},
+                          "oracle_subject", "oracle_subject_colour", "oracle_layout", "oracle_style", "oracle_bg_leak"]},
 }
 
 

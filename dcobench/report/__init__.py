@@ -11,6 +11,8 @@ summary files, and a report can be rebuilt anywhere the run folder is copied.
     curves.py   training curves from each LoRA's train.json (curves.png / curves.svg)
     grids.py    cell_grid: references + one row per prompt -> grids/<cell_id>.png
     merges.py   the merge-interference table (merge.csv / merge.md) and subject × style figures
+    judges.py   with labels in RUN/labels/: the judges against people (judges.csv / judges.md /
+                people.csv) and the people panel of the Pareto figure
     html.py     index.html: all of the above in one self-contained page
 
 Merge cells (`dcobench run --merge`, kind "merge") feed only the merge-interference outputs; the
@@ -30,6 +32,8 @@ from ..store import atomic_write_bytes, check_writable, read_json
 from .collect import load_cells
 from .curves import plot_curves
 from .grids import cell_grid
+from ..labels.agreement import RULE
+from .judges import write_judges
 from .html import render_html
 from .merges import interference_table, write_merge_figures, write_merge_table
 from .pareto import dominated_table, pareto_frontier, plot_pareto
@@ -80,7 +84,9 @@ def write_report(run_dir: str | Path | list, out_dir: str | Path | None = None,
     paths["dominance_csv"] = out / "dominance.csv"
     atomic_write_bytes(paths["dominance_csv"], buf.getvalue().encode())
 
-    paths.update(plot_pareto(summary, out))
+    judged = write_judges(run_dirs, out)  # {} without labels in RUN/labels/
+    paths.update({k: v for k, v in judged.items() if k.endswith(("_csv", "_md"))})
+    paths.update(plot_pareto(summary, out, judged.get("people")))
     curve_paths, curves_missing = plot_curves(df, out)
     paths.update(curve_paths)
 
@@ -102,7 +108,8 @@ def write_report(run_dir: str | Path | list, out_dir: str | Path | None = None,
 
     curves_png = paths["curves_png"].read_bytes() if "curves_png" in paths else None
     page = render_html(df, summary, dominance, warnings, paths["pareto_png"].read_bytes(), grids, results,
-                       merge_table, merge_figures, curves_png, curves_missing)
+                       merge_table, merge_figures, curves_png, curves_missing,
+                       (judged["table"], judged["verdicts"], RULE) if judged else None)
     paths["index_html"] = out / "index.html"
     atomic_write_bytes(paths["index_html"], page.encode())
     return paths

@@ -141,6 +141,22 @@ def _grid_caption(row: pd.Series, metrics: list[str]) -> str:
     return text + f' <span class="meta">(cell <code>{escape(str(row["cell_id"]))}</code>)</span>'
 
 
+def _judges_section(table: pd.DataFrame, verdicts: dict, rule_text: str) -> str:
+    """The judges against people (`report/judges.py`): each judge's rule verdict, then its table."""
+    fmt = lambda x: "–" if pd.isna(x) else f"{x:.2f}"  # noqa: E731
+    items = "".join(f"<li><b>{escape(j)}</b>: {'meets the rule' if ok else 'not calibrated on outputs'} "
+                    f"({escape(why)})</li>" for j, (ok, why) in verdicts.items())
+    header = ["judge", "point", "n", "accuracy", "kappa", "human rate [95% CI]", "judge rate [95% CI]", "meets", "cut"]
+    rows = [[r.judge, r.stratum, str(r.n), fmt(r.accuracy), fmt(r.kappa),
+             f"{fmt(r.human_rate)} [{fmt(r.human_lo)}, {fmt(r.human_hi)}]",
+             f"{fmt(r.judge_rate)} [{fmt(r.judge_lo)}, {fmt(r.judge_hi)}]",
+             "–" if r.meets is None or pd.isna(r.meets) else ("yes" if r.meets else "no"), f"{r.cut} ({r.cut_source})"]
+            for r in table.itertuples()]
+    return (f'<h2>Judges against people</h2><p class="meta">{escape(rule_text)}</p><ul>{items}</ul>'
+            f'<details><summary>Agreement per judge and point ({len(rows)} rows; judges.csv)</summary>'
+            f'<div class="scroll">{_table(header, rows, range(2, 5), wrap=(1, 8))}</div></details>')
+
+
 def _numeric(header_rows) -> tuple:
     """(header, rows, numeric columns) of a table whose first three columns are labels."""
     header, rows = header_rows
@@ -179,7 +195,7 @@ def _curves_section(curves_png: bytes | None, missing: list[str]) -> str:
 def render_html(df: pd.DataFrame, summary: pd.DataFrame, dominance: pd.DataFrame, warnings: list[str],
                 pareto_png: bytes, grids: dict[str, bytes], results: list[dict],
                 merge_table: pd.DataFrame | None = None, merge_figures: dict[str, bytes] | None = None,
-                curves_png: bytes | None = None, curves_missing: list[str] = ()) -> str:
+                curves_png: bytes | None = None, curves_missing: list[str] = (), judges: tuple | None = None) -> str:
     """The page as a string; `grids` maps cell_id -> PNG bytes, shown in `df` order."""
     run = Path(df.attrs.get("run_dir", "")).name or "run"
     metrics = list(df.attrs.get("metrics", []))
@@ -190,6 +206,8 @@ def render_html(df: pd.DataFrame, summary: pd.DataFrame, dominance: pd.DataFrame
     parts.append("<h2>Pareto plot</h2>"
                  f'<img alt="Pareto plot: subject fidelity vs prompt fidelity" src="{data_uri(pareto_png)}">')
     parts.append(_curves_section(curves_png, list(curves_missing)))
+    if judges is not None:
+        parts.append(_judges_section(*judges))
     if merge_table is not None:
         parts.append(_merge_section(merge_table, merge_figures or {}, summary.attrs.get("pareto_metrics", ())))
     parts.append('<h2>Grids</h2><p class="meta">Top row: the subject\'s reference images. Then one row per '

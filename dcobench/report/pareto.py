@@ -162,15 +162,44 @@ def _fit_to_points(ax, part: pd.DataFrame, x: str, y: str) -> None:
             setter(lo - pad, hi + pad)
 
 
-def pareto_figure(summary: pd.DataFrame, title: str = "Subject fidelity vs prompt fidelity"):
-    """A matplotlib Figure: one row of panels per protocol, one panel per subject metric."""
+def _people_panel(ax, people: pd.DataFrame, colours: dict) -> None:
+    """Human subject rate against human prompt rate per point (95% Wilson intervals), by method."""
+    for method, pts in people.groupby("method", sort=True):
+        c = colours.get(method, "0.3")
+        xerr = [pts["prompt_rate"] - pts["prompt_lo"], pts["prompt_hi"] - pts["prompt_rate"]]
+        yerr = [pts["subject_rate"] - pts["subject_lo"], pts["subject_hi"] - pts["subject_rate"]]
+        ax.errorbar(pts["prompt_rate"], pts["subject_rate"], xerr=xerr, yerr=yerr, fmt="o", color=c, ms=5,
+                    capsize=3, elinewidth=0.9, label=method)
+        for r in pts.itertuples():
+            label = r.point[len(method):].strip()
+            ax.annotate(label if "," in label or "=" not in label else label.split("=", 1)[1],
+                        (r.prompt_rate, r.subject_rate), xytext=(5, 5), textcoords="offset points", fontsize=8,
+                        color=c)
+    ax.set_xlim(-0.05, 1.05)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel("People: follows the prompt (share of labelled images)")
+    ax.set_ylabel("People: is the subject (share of labelled images)")
+    ax.set_title(f"People ({int(people['n'].sum())} labelled images, blind)", fontsize=11)
+    ax.legend(fontsize=8, loc="best", framealpha=0.85)
+    ax.grid(True, alpha=0.3)
+
+
+def pareto_figure(summary: pd.DataFrame, title: str = "Subject fidelity vs prompt fidelity",
+                  people: pd.DataFrame | None = None):
+    """A matplotlib Figure: one row of panels per protocol, one panel per subject metric; with
+    `people` (`report.judges.people_table`) a last panel in the first row: the people's rates."""
     from matplotlib.figure import Figure
 
     x, ys = pareto_axes(_present(summary), summary.attrs.get("pareto_metrics", ()))
     protocols = sorted(summary["protocol_id"].unique()) if len(summary) else []
-    ncols, nrows = max(1, len(ys)), max(1, len(protocols))
+    with_people = people is not None and not people.empty
+    ncols, nrows = max(1, len(ys)) + with_people, max(1, len(protocols))
     fig = Figure(figsize=(6.4 * ncols, 4.9 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
+    if with_people:
+        _people_panel(axes[0][-1], people, _colours(set(summary.get("method", [])) | set(people["method"])))
+        for row in range(1, nrows):
+            axes[row][-1].set_axis_off()
     if not protocols or x is None or not ys:
         why = "no scored cells" if not protocols else "needs a prompt metric (CLIP-T) and a subject metric"
         axes[0][0].text(0.5, 0.5, f"Pareto plot: {why}", ha="center", va="center", transform=axes[0][0].transAxes)
@@ -205,6 +234,6 @@ def save_figure(fig, out_dir: str | Path, name: str, dpi: int = 130) -> dict[str
     return paths
 
 
-def plot_pareto(summary: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
+def plot_pareto(summary: pd.DataFrame, out_dir: str | Path, people: pd.DataFrame | None = None) -> dict[str, Path]:
     """Write pareto.png and pareto.svg under `out_dir`; returns their paths."""
-    return save_figure(pareto_figure(summary), out_dir, "pareto")
+    return save_figure(pareto_figure(summary, people=people), out_dir, "pareto")
