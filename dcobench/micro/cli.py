@@ -61,13 +61,14 @@ def validate_cmd(
     check: bool = typer.Option(False, help="Exit 1 when a validation target is not met."),
 ):
     """Measure the shipped models: prompt following, seed diversity, how real samples degrade, the
-    error rates of every subject judge, and micro-clip retrieval. Writes VALIDATION.md and judges.png."""
+    error rates of every subject judge, micro-clip retrieval, and every judge against the committed
+    blind labels of the methods' outputs (data/micro/labels/). Writes VALIDATION.md and judges.png."""
     import torch
     from PIL import Image
 
     from ..models.pipeline import load_pipeline
     from ..store import atomic_write_bytes, atomic_write_json
-    from . import build, encoder_eval, encoders, judge_validity, models, style_validity, validate
+    from . import build, encoder_eval, encoders, judge_validity, models, people, style_validity, validate
 
     torch.set_num_threads(threads)
     folder = folder or models.default_micro_dir()
@@ -88,6 +89,9 @@ def validate_cmd(
     text = validate.validation_table(stats, base, diversity, degradation, retrieval)
     text += "\n## Subject judges: measured error rates\n\n" + judge_validity.table(judged)
     text += "\n## Style judges: measured error rates\n\n" + style_validity.table(styles)
+    agreed = people.measure_all(people.set_dirs(folder / "labels"))
+    if agreed:
+        text += "\n## Judges against people, on the methods' own outputs\n\n" + people.markdown(agreed)
     text += ("\n`judges.png`: for each judge (oracle_subject, dino, clip_i), a row of 16 images it accepts, then a "
              "row of 16 it rejects, drawn from all the sets above.\n")
     cmd = (f"dcobench micro validate --n-per-attr {n_per_attr} --judge-layouts {judge_layouts} --cfg-scale "
@@ -101,9 +105,13 @@ def validate_cmd(
                                                    "degradation": degradation, "judges": summary,
                                                    "style_judges": {k: v for k, v in styles.items()
                                                                     if not k.startswith("_")},
-                                                   "micro_clip": retrieval})
+                                                   "micro_clip": retrieval,
+                                                   "people": {r["set"]: {"n": r["n"], "verdicts": r["verdicts"],
+                                                                         "all": r["table"][r["table"]["stratum"] == "all"]
+                                                                         .to_dict("records")} for r in agreed}})
     typer.echo(text)
-    targets = {**judged["checks"], **style_validity.checks(styles), **validate.base_checks(base, diversity)}
+    targets = {**judged["checks"], **style_validity.checks(styles), **validate.base_checks(base, diversity),
+               **people.checks(agreed)}
     if check and not all(targets.values()):
         typer.echo("not met: " + "; ".join(k for k, ok in targets.items() if not ok), err=True)
         raise typer.Exit(1)
