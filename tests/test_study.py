@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dcobench.registry import SUITES
 from dcobench.errors import DcoError
 from dcobench.study import stats
 from dcobench.study.readme import current_block, findings, headline_findings, markers, update_readme
@@ -191,6 +192,13 @@ def _cell(root: Path, cid: str, method: str, subject: str, seed: int, metrics: d
     return cid
 
 
+# A suite whose labels (made up here) let DINO carry verdicts and no other judge.
+CALIBRATED_SUITE = "synthetic-calibrated"
+if CALIBRATED_SUITE not in SUITES:
+    SUITES.register(CALIBRATED_SUITE, lambda model="": None,
+                    calibration=lambda: ({"dino": (True, "meets it"), "clip_i": (False, "misses it")}, "test labels"))
+
+
 def synthetic_study(root: Path, dco_margin: float = 0.2) -> Path:
     """A finished study folder: DCO's frontier dominates DreamBooth's by `dco_margin`, DreamBooth-PP
     equals DCO; the template arm is worse than the comprehensive one; DreamBooth's merges interfere."""
@@ -234,7 +242,8 @@ def synthetic_study(root: Path, dco_margin: float = 0.2) -> Path:
                                                 "merge_cells": []},
                               "template": {"cells": ids["template"], "merge_cells": []}}},
     }
-    manifest = {"study": "synthetic", "description": "made-up cells", "labels": {"dco": "DCO", "ziplora": "ZipLoRA"},
+    manifest = {"study": "synthetic", "suite": CALIBRATED_SUITE,
+                "description": "made-up cells", "labels": {"dco": "DCO", "ziplora": "ZipLoRA"},
                 "claims": claims, "claim_order": ["subject", "merge", "captions"]}
     (root / "study.json").write_text(json.dumps(manifest))
     return root
@@ -254,6 +263,12 @@ def test_report_decides_each_claim_from_its_cells(tmp_path):
     for i, title in enumerate(("Subject customization", "merge", "captions"), 1):
         assert f"## Claim {i}: {title}" in md
     assert "**DCO ahead**" in md and "NOT met" in md and "| ZipLoRA: merger_cos_fall ≥ 0.5 | 0.800 | — | yes |" in md
+    # only a judge that meets the headline rule carries a verdict; the others keep their numbers
+    assert "Judges that carry verdicts (the headline rule on blind labels of the methods' outputs; test labels): dino" in md
+    other = v[v["judge"] != "dino"]
+    assert len(other) and set(other["verdict"]) == {"not calibrated on outputs"}
+    assert set(other["interval_verdict"]) - {"not calibrated on outputs"}
+    assert set(v[v["judge"] == "dino"]["calibrated"]) == {True} and not other["calibrated"].any()
     for name in ("subject", "merge", "captions"):
         assert (tmp_path / "report" / f"{name}.png").stat().st_size > 1000
     mergers = pd.read_csv(tmp_path / "report" / "merge-mergers.csv")
@@ -354,8 +369,10 @@ def test_tiny_study_end_to_end(tmp_path, cli):
     assert r.returncode == 0, r.stderr
     v = pd.read_csv(report / "verdicts.csv")
     assert list(dict.fromkeys(v["claim"])) == ["subject", "style", "merge", "captions"]
-    assert set(v["verdict"]) <= {"DCO ahead", "DCO behind", "comprehensive ahead", "comprehensive behind",
-                                 stats.NO_DIFFERENCE}
+    # the tiny suite has no labels of its outputs: no judge carries a verdict, the intervals are still read
+    assert set(v["verdict"]) == {"not calibrated on outputs"}
+    assert set(v["interval_verdict"]) <= {"DCO ahead", "DCO behind", "comprehensive ahead", "comprehensive behind",
+                                          stats.NO_DIFFERENCE}
     assert current_block(readme.read_text(), "tiny-paper") == findings(report)
     merges = [json.loads(p.read_text()) for p in (out / "merges").glob("*ziplora*/merge.json")]
     assert merges and all(m["merger_cos"]["before"] == pytest.approx(1.0) for m in merges)

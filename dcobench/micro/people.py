@@ -126,3 +126,20 @@ def markdown(results: list[dict]) -> str:
 def checks(results: list[dict]) -> dict[str, bool]:
     return {f"{HEADLINE} meets the headline rule on the blind labels ({r['set']})": r["verdicts"].get(HEADLINE, (False,))[0]
             for r in results}
+
+
+def calibration() -> tuple[dict[str, tuple[bool, str]], str]:
+    """The micro suite's judges against the headline rule, as `dcobench micro validate` last
+    measured them on every committed set (validation.json): a judge carries study verdicts only if
+    it meets the rule on all of them."""
+    import json
+
+    path = default_micro_dir() / "validation.json"
+    sets = json.loads(path.read_text()).get("people", {}) if path.is_file() else {}
+    out: dict[str, tuple[bool, str]] = {}
+    for name, res in sets.items():
+        for judge, (ok, why) in res["verdicts"].items():
+            prev = out.get(judge, (True, ""))
+            out[judge] = (prev[0] and ok, "; ".join(p for p in (prev[1], f"{name}: {why}") if p))
+    return out, ("data/micro/labels/ (" + ", ".join(f"{k} {v['n']} images" for k, v in sets.items()) + ")"
+                 if sets else "no labels measured (run `dcobench micro validate`)")

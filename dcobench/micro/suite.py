@@ -67,7 +67,8 @@ def subjects_root(root: Path | None = None) -> Path:
 
 
 @SUITES.register("micro", description="The micro world: its own trained SD pipeline, held-out subjects, "
-                                       "micro encoders and an exact oracle; the default suite.")
+                                       "micro encoders and an exact oracle; the default suite.",
+                 calibration="dcobench.micro.people:calibration")  # which judges carry study verdicts
 def build(model: str = "") -> Suite:
     base = Path(model) if model else default_micro_dir() / "base"
     if not model and not (base / "model_index.json").is_file():

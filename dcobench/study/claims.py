@@ -20,6 +20,7 @@ from ..report.merges import ALONE_LABEL, display, interference_table, pair_drops
 from ..report.pareto import pareto_figure
 from ..report.tables import display_rows, summarise
 from ..store import read_json
+from .calibration import gate
 from .stats import frontier_difference, paired_difference
 
 
@@ -80,10 +81,14 @@ def headline(rows: list[dict], judges: list[str]) -> str:
     return " — ".join(parts) or "no comparison could be computed (no finished cells)"
 
 
-def _row(section: str, comparison: str, judge: str, statistic: str, result: dict, head: bool, **extra) -> dict:
-    return {"claim": section, "comparison": comparison, "judge": judge, "judge_label": metric_meta(judge)["label"],
-            "statistic": statistic, **{k: result[k] for k in ("estimate", "ci_low", "ci_high", "n", "verdict")},
-            "headline": head, **extra}
+def _row(section: str, comparison: str, judge: str, statistic: str, result: dict, head: bool,
+         calibrated: dict | None = None, **extra) -> dict:
+    """One verdict row; on a judge that misses the headline rule (`calibration.py`) the verdict is
+    NOT_CALIBRATED and the interval's own reading is kept as `interval_verdict`."""
+    row = {"claim": section, "comparison": comparison, "judge": judge, "judge_label": metric_meta(judge)["label"],
+           "statistic": statistic, **{k: result[k] for k in ("estimate", "ci_low", "ci_high", "n", "verdict")},
+           "headline": head, **extra}
+    return gate([row], calibrated or {})[0]
 
 
 def _points(df: pd.DataFrame, columns: list[str], caption: str, label: str):
@@ -121,7 +126,7 @@ def _add_targets(sec: Section, rows: list[dict], lab, what: str) -> None:
                          r["by_subject"] or "—", "yes" if r["met"] else "NOT met"] for r in rows]))
 
 
-def frontier_section(name: str, claim: dict, df: pd.DataFrame, labels: dict) -> Section:
+def frontier_section(name: str, claim: dict, df: pd.DataFrame, labels: dict, calibrated: dict | None = None) -> Section:
     lab = labeller(labels)
     sec = Section(name, claim["kind"], claim["title"] or name)
     x, judges, ref = claim["prompt_metric"], claim["judges"], claim["reference"]
@@ -134,7 +139,7 @@ def frontier_section(name: str, claim: dict, df: pd.DataFrame, labels: dict) -> 
         for y in judges:
             res = frontier_difference(df, ref, b, x, y, label=lab(ref))
             sec.verdicts.append(_row(name, f"{lab(ref)} vs {lab(b)}", y, "ΔHV", res, y in heads,
-                                     tested=ref, against=b))
+                                     tested=ref, against=b, calibrated=calibrated))
     if sec.verdicts:
         sec.tables.append(verdict_table(sec.verdicts))
     sec.line = headline(sec.verdicts, heads)
@@ -159,7 +164,7 @@ def frontier_section(name: str, claim: dict, df: pd.DataFrame, labels: dict) -> 
     return sec
 
 
-def captions_section(name: str, claim: dict, df: pd.DataFrame, labels: dict) -> Section:
+def captions_section(name: str, claim: dict, df: pd.DataFrame, labels: dict, calibrated: dict | None = None) -> Section:
     lab = labeller(labels)
     sec = Section(name, claim["kind"], claim["title"] or name)
     x, judges = claim["prompt_metric"], claim["judges"]
@@ -174,7 +179,7 @@ def captions_section(name: str, claim: dict, df: pd.DataFrame, labels: dict) -> 
         for y in judges:
             res = frontier_difference(df[df["method"] == m], a, b, x, y, group="arm", label=lab(a))
             sec.verdicts.append(_row(name, f"{lab(m)}: {lab(a)} vs {lab(b)}", y, "ΔHV", res, y in heads,
-                                     tested=f"{m}:{a}", against=f"{m}:{b}"))
+                                     tested=f"{m}:{a}", against=f"{m}:{b}", calibrated=calibrated))
     sec.tables.append(verdict_table(sec.verdicts))
     sec.line = headline(sec.verdicts, heads)
     return sec
@@ -196,7 +201,8 @@ def _merger_cos(run_dir: Path, df: pd.DataFrame) -> pd.DataFrame:
     return out.assign(fall=1 - out["after"] / out["before"])
 
 
-def merge_section(name: str, claim: dict, df: pd.DataFrame, labels: dict, run_dir: Path) -> Section:
+def merge_section(name: str, claim: dict, df: pd.DataFrame, labels: dict, run_dir: Path,
+                  calibrated: dict | None = None) -> Section:
     from .figures import drop_figure
 
     lab = labeller(labels)
@@ -221,7 +227,7 @@ def merge_section(name: str, claim: dict, df: pd.DataFrame, labels: dict, run_di
             res = paired_difference(drops, {"method": ref, "merge": ref_merge}, {"method": b, "merge": merge},
                                     f"drop_{j}", lab(ref))
             sec.verdicts.append(_row(name, f"{lab(ref)} {lab(ref_merge)} vs {lab(b)} {lab(merge)}", j, "Δdrop", res,
-                                     j in heads, tested=f"{ref}:{ref_merge}", against=f"{b}:{merge}"))
+                                     j in heads, tested=f"{ref}:{ref_merge}", against=f"{b}:{merge}", calibrated=calibrated))
     sec.tables.append(verdict_table(sec.verdicts))
     sec.line = headline(sec.verdicts, heads)
     zip_rows = []
@@ -231,7 +237,7 @@ def merge_section(name: str, claim: dict, df: pd.DataFrame, labels: dict, run_di
             res = paired_difference(drops, {"method": m, "merge": ref_merge}, {"method": m, "merge": merge}, j,
                                     lab(merge), sign=sign)
             zip_rows.append(_row(name, f"{lab(m)}: {lab(merge)} vs {lab(ref_merge)}", j, "Δscore", res, False,
-                                 tested=f"{m}:{merge}", against=f"{m}:{ref_merge}"))
+                                 tested=f"{m}:{merge}", against=f"{m}:{ref_merge}", calibrated=calibrated))
     if zip_rows:
         caption, header, body = verdict_table(zip_rows)
         sec.tables.append((f"Each merge against the {lab(ref_merge)} merge of the same LoRAs (score difference "

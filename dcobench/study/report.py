@@ -24,6 +24,7 @@ from ..report.html import data_uri
 from ..report.pareto import save_figure
 from ..store import atomic_write_bytes, atomic_write_json, read_json
 from . import stats
+from .calibration import NOT_CALIBRATED, calibration
 from .claims import Section, captions_section, frontier_section, merge_section
 from .run import MANIFEST, ordered_claims
 
@@ -84,23 +85,29 @@ def _one_protocol(cells: pd.DataFrame, warnings: list[str]) -> pd.DataFrame:
     return out
 
 
-def build_sections(run_dir: Path, manifest: dict, labels: dict) -> tuple[list[Section], list[str]]:
+def build_sections(run_dir: Path, manifest: dict, labels: dict) -> tuple[list[Section], list[str], str]:
+    """The claims' sections, the warnings, and which judges carry verdicts (and on whose labels)."""
     warnings: list[str] = []
     cells = _one_protocol(load_cells(run_dir), warnings)
+    calibrated, source = calibration(run_dir, manifest.get("suite", ""))
     sections = []
     for name, claim in ordered_claims(manifest):
         df, missing = claim_cells(manifest, cells, name)
         if claim["kind"] == "frontier":
-            sec = frontier_section(name, claim, df[df["kind"] != "merge"], labels)
+            sec = frontier_section(name, claim, df[df["kind"] != "merge"], labels, calibrated)
         elif claim["kind"] == "captions":
-            sec = captions_section(name, claim, df[df["kind"] != "merge"], labels)
+            sec = captions_section(name, claim, df[df["kind"] != "merge"], labels, calibrated)
         else:
-            sec = merge_section(name, claim, df[df["kind"] == "merge"], labels, run_dir)
+            sec = merge_section(name, claim, df[df["kind"] == "merge"], labels, run_dir, calibrated)
         if missing:
             sec.notes.append(f"{missing} of this claim's cells are not finished and are left out; rerun "
                              "`dcobench study` to finish them")
         sections.append(sec)
-    return sections, warnings
+    carry = sorted(j for j, (ok, _) in calibrated.items() if ok)
+    judged = (f"Judges that carry verdicts (the headline rule on blind labels of the methods' outputs; {source}): "
+              f"{', '.join(carry) if carry else 'none'}. Every other judge's rows keep their estimate and interval; "
+              f"their verdict reads '{NOT_CALIBRATED}'.")
+    return sections, warnings, judged
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -109,12 +116,12 @@ def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
             *["| " + " | ".join(map(esc, r)) + " |" for r in rows]]
 
 
-def markdown(manifest: dict, sections: list[Section], warnings: list[str]) -> str:
+def markdown(manifest: dict, sections: list[Section], warnings: list[str], judged: str = "") -> str:
     lines = [f"# Study: {manifest['study']}", ""]
     if manifest.get("description"):
         lines += [manifest["description"], ""]
     lines += [f"> **warning:** {w}" for w in warnings] + ([""] if warnings else [])
-    lines += [RULE, ""]
+    lines += [RULE, ""] + ([judged, ""] if judged else [])
     for i, sec in enumerate(sections, 1):
         lines += [f"## Claim {i}: {sec.title}", "", f"**Verdict.** {sec.line}", ""]
         lines += [f"> {n}" for n in sec.notes] + ([""] if sec.notes else [])
@@ -125,7 +132,8 @@ def markdown(manifest: dict, sections: list[Section], warnings: list[str]) -> st
     return "\n".join(lines)
 
 
-def html(manifest: dict, sections: list[Section], warnings: list[str], figures: dict[str, bytes]) -> str:
+def html(manifest: dict, sections: list[Section], warnings: list[str], figures: dict[str, bytes],
+         judged: str = "") -> str:
     def table(header, rows):
         head = "".join(f"<th>{escape(h)}</th>" for h in header)
         body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
@@ -138,6 +146,8 @@ def html(manifest: dict, sections: list[Section], warnings: list[str], figures: 
     out = [f"<h1>Study: {escape(manifest['study'])}</h1>", f"<p>{escape(manifest.get('description', ''))}</p>"]
     out += [f'<div class="warn"><b>warning:</b> {escape(w)}</div>' for w in warnings]
     out.append(f'<p class="meta">{escape(RULE)}</p>')
+    if judged:
+        out.append(f'<p class="warn">{escape(judged)}</p>')
     for i, sec in enumerate(sections, 1):
         out += [f"<h2>Claim {i}: {escape(sec.title)}</h2>", f'<p class="verdict">Verdict. {bold(sec.line)}</p>']
         out += [f'<p class="warn">{escape(n)}</p>' for n in sec.notes]
@@ -162,7 +172,7 @@ def write_study_report(run_dir: str | Path, out_dir: str | Path | None = None, l
     manifest = read_json(run_dir / MANIFEST)
     labels = labels if labels is not None else manifest.get("labels", {})
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
-    sections, warnings = build_sections(run_dir, manifest, labels)
+    sections, warnings, judged = build_sections(run_dir, manifest, labels)
     paths, figures = {}, {}
     for sec in sections:
         if sec.figure is not None:
@@ -173,13 +183,14 @@ def write_study_report(run_dir: str | Path, out_dir: str | Path | None = None, l
             atomic_write_bytes(paths[f"{sec.name}-{key}"], _csv(frame))
     verdicts = pd.DataFrame([{**r, "title": s.title} for s in sections for r in s.verdicts],
                             columns=["claim", "title", "comparison", "tested", "against", "judge", "judge_label",
-                                     "statistic", "estimate", "ci_low", "ci_high", "n", "verdict", "headline"])
+                                     "statistic", "estimate", "ci_low", "ci_high", "n", "verdict", "headline",
+                                     "interval_verdict", "calibrated"])
     paths["verdicts_csv"] = out / "verdicts.csv"
     atomic_write_bytes(paths["verdicts_csv"], _csv(verdicts))
     paths["study_md"] = out / "study.md"
-    atomic_write_bytes(paths["study_md"], markdown(manifest, sections, warnings).encode())
+    atomic_write_bytes(paths["study_md"], markdown(manifest, sections, warnings, judged).encode())
     paths["index_html"] = out / "index.html"
-    atomic_write_bytes(paths["index_html"], html(manifest, sections, warnings, figures).encode())
+    atomic_write_bytes(paths["index_html"], html(manifest, sections, warnings, figures, judged).encode())
     paths["study_json"] = out / MANIFEST
     atomic_write_json(paths["study_json"], manifest)
     return paths

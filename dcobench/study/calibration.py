@@ -1,0 +1,61 @@
+"""Which judges may carry a verdict: the headline rule, checked on labels of the methods' outputs.
+
+A judge is known only on what it judges. A study's comparisons are computed on every judge, but a
+verdict ("DCO ahead", "behind", "no difference at this n") is given only on a judge that meets the
+headline rule (`labels.agreement.RULE`) on blind labels of the methods' own outputs; on any other
+judge the row keeps its estimate and interval and its verdict reads NOT_CALIBRATED. The labels
+come, in this order, from:
+
+1. the study folder itself (`dcobench label RUN` on the study's run folder writes RUN/labels/), or
+2. the suite's own labels, through the `calibration` entry of its registration (the micro world:
+   `data/micro/labels/`, as measured by `dcobench micro validate` into validation.json), or
+3. nowhere: then no judge carries a verdict, and the report says how to label.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+NOT_CALIBRATED = "not calibrated on outputs"
+NO_LABELS = "no blind labels of this study's outputs (label them: `dcobench label RUN_DIR`)"
+
+
+def _provider(suite: str):
+    from ..registry import SUITES
+
+    if suite not in SUITES:
+        return None
+    provider = SUITES.meta(suite).get("calibration")
+    if isinstance(provider, str):  # "module:function", imported only when a study report needs it
+        module, _, attr = provider.partition(":")
+        provider = getattr(importlib.import_module(module), attr)
+    return provider
+
+
+def calibration(run_dir: Path, suite: str) -> tuple[dict[str, tuple[bool, str]], str]:
+    """({judge: (meets the rule, why)}, where the labels came from)."""
+    from ..labels.agreement import agreement_table, rule
+    from ..labels.collect import judge_cuts
+    from ..report.judges import judges_of, labelled
+
+    frame, _, proto = labelled([Path(run_dir)])
+    if not frame.empty:
+        judges = judges_of(frame)
+        table = agreement_table(frame, judges, judge_cuts(list(judges), proto, frame["subject"].unique()))
+        return rule(table), f"{len(frame)} labelled images in {Path(run_dir) / 'labels'}"
+    provider = _provider(suite)
+    if provider is not None:
+        return provider()
+    return {}, NO_LABELS
+
+
+def gate(rows: list[dict], calibrated: dict[str, tuple[bool, str]]) -> list[dict]:
+    """Each verdict row on a judge that misses the rule keeps its numbers; its verdict becomes
+    NOT_CALIBRATED (the interval's own reading moves to `interval_verdict`)."""
+    for row in rows:
+        row.setdefault("interval_verdict", row["verdict"])
+        ok = calibrated.get(row["judge"], (False, ""))[0]
+        row["calibrated"] = ok
+        row["verdict"] = row["interval_verdict"] if ok else NOT_CALIBRATED
+    return rows
