@@ -20,6 +20,7 @@ import json
 import re
 from dataclasses import dataclass
 
+from .adapter_options import identity as adapter_identity
 from .config import MethodConfig, SampleConfig, TrainConfig
 from .suites.base import Subject, Suite
 
@@ -52,6 +53,8 @@ def config_identity(cfg) -> dict:
     out = dataclasses.asdict(cfg)
     for f in dataclasses.fields(cfg):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if dataclasses.is_dataclass(default):
+            default = dataclasses.asdict(default)
         if not f.metadata.get("identity", True) or (f.metadata.get("id_default") and out[f.name] == default):
             out.pop(f.name)
     return out
@@ -81,7 +84,7 @@ class Cell:
         return {
             "method": self.method,
             "method_config": _public(self.method_cfg),
-            "train": config_identity(self.train),
+            "train": adapter_identity(self.train.adapter, config_identity(self.train)),
             "subject": {"name": self.subject.name, "fingerprint": self.subject.fingerprint(),
                         "class_noun": self.subject.class_noun, "identifier": self.subject.identifier},
             "seed": self.seed,

@@ -14,30 +14,10 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from .adapter_options import KINDS, AdapterOptions
 from .errors import DcoError, did_you_mean
+from .options import non_negative, option, positive  # noqa: F401  (re-exported: every typed config uses them)
 from .overrides import YAML11_BOOLS, deep_merge, load_yaml, parse_override, set_dotted, yaml_load  # noqa: F401
-
-
-def option(default, help: str, check=None, choices=None, id_default: bool = False, identity: bool = True):
-    """A config field with help text, an optional range check and optional allowed values.
-
-    `id_default=True` marks a field added after cells were first hashed: at its default value it is
-    left out of cell and train ids (`cells.config_identity`), so adding it changes no existing id.
-    `identity=False` marks an option that cannot change results (speed, resumability): it is never
-    part of an id.
-    """
-    meta = {"help": help, "check": check, "choices": choices, "id_default": id_default, "identity": identity}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def positive(x):
-    return None if x > 0 else "must be > 0"
-
-
-def non_negative(x):
-    return None if x >= 0 else "must be >= 0"
 
 
 @dataclass
@@ -89,6 +69,13 @@ class TrainConfig:
         lambda x: None if x >= -1 else "must be -1 (every 10% of the steps), 0 (never) or a step count",
         identity=False,
     )
+    adapter: str = option(
+        "lora", "The peft adapter trained on the denoiser: lora, dora (LoRA with weight decomposition), loha, lokr, "
+        "oft or boft; each takes train.target_modules, the ranked ones (lora, dora, loha, lokr) train.rank and "
+        "train.alpha, and its own train.adapters.<kind>.* options (docs/adapters.md).",
+        choices=list(KINDS), id_default=True)
+    adapters: AdapterOptions = field(default_factory=AdapterOptions, metadata={
+        "help": "Each adapter kind's own options; only the chosen kind's enter the train id.", "id_default": True})
 
 
 @dataclass
@@ -253,7 +240,8 @@ def from_dict(cls, data: dict | None, prefix: str = ""):
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
-            raise DcoError(f"{prefix}{key}: unknown key; {did_you_mean(str(key), fields)}")
+            hint = did_you_mean(str(key), fields) if fields else f"{prefix.rstrip('.') or 'this section'} takes no options"
+            raise DcoError(f"{prefix}{key}: unknown key; {hint}")
         kwargs[key] = check_value(fields[key], hints[key], value, prefix + key)
     return cls(**kwargs)
 

@@ -4,7 +4,7 @@ A cell is done when its result.json exists. LoRAs are stored per training config
 loras/<train_id>/ and reused by every cell that shares it; a merge cell also needs its style's
 LoRA and, for a merge row, the merged LoRA under merges/<merge_id>/ (`merging.merge_loras`).
 Every cell samples from a LoRA file on disk, loaded through `load_lora_weights` exactly as a user
-would, and is scored right after sampling, before `build_result`'s record is written: the one
+would (an adapter of another kind through peft, as `adapters.load` says), and is scored right after sampling, before `build_result`'s record is written: the one
 place result.json is assembled.
 
 `Context` is what a run keeps in memory across cells: the pipeline, its conditioning and
@@ -27,7 +27,9 @@ from pathlib import Path
 import torch
 
 from .cells import ALONE, Cell, MergeCell
-from .lora import WEIGHT_NAME, has_training_adapter, load_lora, remove_training_adapter, save_lora, unload_lora
+from . import adapters
+from .cost import CostMeter
+from .lora import has_training_adapter, remove_training_adapter, unload_lora
 from .locks import Locks
 from .merging import merge_loras
 from .models.pipeline import Conditioner, load_pipeline, resolve_device
@@ -92,7 +94,7 @@ class Context:
 
 
 def _save(ctx: Context, folder: Path, tokens) -> None:
-    save_lora(ctx.pipe, folder)
+    adapters.save(ctx.pipe, folder)
     if tokens is not None:
         tokens.save(folder)
 
@@ -113,11 +115,15 @@ def train(ctx: Context, cell: Cell, lora_dir: Path, progress) -> None:
     curves: dict[str, list[float]] = {}
     tracker = []  # the live logger (train.log_to), opened once the step to start from is known
 
+    meter = CostMeter(ctx.cond.denoiser.device)
+
     def on_start(first: int, optimizer) -> None:
+        meter.start(ctx.cond.denoiser)
         tracker.append(open_tracker(cell.train.log_to, lora_dir.parent.parent, cell.train_id, cell.train_identity(),
                                     first, optimizer))
 
     def on_step(step: int, logs: dict) -> None:
+        meter.step()
         for k, v in logs.items():
             curves.setdefault(k, []).append(round(float(v), 6))
         if tracker:
@@ -145,7 +151,7 @@ def train(ctx: Context, cell: Cell, lora_dir: Path, progress) -> None:
         atomic_write_json(lora_dir / "train.json", {
             "train_id": cell.train_id, "config": cell.train_identity(), "losses": report.losses,
             "curves": curves, "last": report.last, "seconds": round(report.seconds, 3), "steps": report.steps,
-            "provenance": provenance(),
+            "cost": {"adapter": cell.train.adapter, **meter.result()}, "provenance": provenance(),
         })
         resume.clear()
     finally:
@@ -163,7 +169,7 @@ def sample_from(ctx: Context, folder: Path, token_dirs: list[Path], jobs, sample
                 cell_dir: Path) -> dict:
     """Sample `jobs` with the LoRA in `folder` (and the new tokens saved in `token_dirs`) loaded
     through diffusers, exactly as a user would; returns the manifest."""
-    load_lora(ctx.pipe, folder)
+    adapters.load(ctx.pipe, folder)
     tokens = []
     try:
         for d in token_dirs:
@@ -207,7 +213,7 @@ def _lora_source(ctx: Context, cell: Cell, store: RunDir, dirs: list[Path]) -> t
 def build_result(cell: Cell, store: RunDir, folder: Path, timing: dict) -> dict:
     """result.json of a sampled cell, before scoring (`finish_cell` adds images, scores, provenance)."""
     result = {"cell_id": cell.cell_id, "train_id": cell.train_id, **cell.describe(),
-              "lora": str(Path("..", "..", folder.relative_to(store.root), WEIGHT_NAME)), "timing": timing}
+              "lora": str(Path("..", "..", adapters.weight_file(folder).relative_to(store.root))), "timing": timing}
     if not isinstance(cell, MergeCell):
         info = read_json(store.lora(cell.train_id) / "train.json")
         result["timing"] = {"train_s": info["seconds"], **timing}

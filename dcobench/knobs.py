@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 
+from .adapter_options import RANKED
 from .cells import sample_identity
 from .config import SampleConfig, TrainConfig, check_value
 from .errors import DcoError, did_you_mean
@@ -46,15 +47,18 @@ def apply_knob(mcfg, train, sample, knob: str, value, where: str):
     return (mcfg, new, sample) if section == "train" else (mcfg, train, new)
 
 
-def idle_knobs(knobs: dict, sample: SampleConfig) -> dict:
+def idle_knobs(knobs: dict, sample: SampleConfig, train: TrainConfig | None = None) -> dict:
     """The swept knobs that cannot change a cell, each with why: the other guidance mode's scales
-    (`cells.sample_identity`) and options that are never part of an id (speed, resumability)."""
+    (`cells.sample_identity`), options that are never part of an id (speed, resumability), and
+    train.rank / train.alpha under an adapter that has no rank (OFT, BOFT)."""
     kept = sample_identity(sample)
     out = {}
     for knob in knobs:
         section, _, name = knob.partition(".")
         if section == "sample" and name not in kept:
             out[knob] = f"has no effect under guidance={sample.guidance}"
+        elif train is not None and knob in ("train.rank", "train.alpha") and train.adapter not in RANKED:
+            out[knob] = f"has no effect under train.adapter={train.adapter} (it sizes blocks, not a rank)"
         elif section in SECTIONS and not next(f for f in dataclasses.fields(SECTIONS[section])
                                               if f.name == name).metadata.get("identity", True):
             out[knob] = "cannot change a result (it is not part of cell ids)"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from .adapters import folder_kind
 from .errors import DcoError
 from .lora import WEIGHT_NAME, adapter_metadata
 from .registry import MERGES
@@ -58,6 +59,9 @@ class LoraWeights:
 def load_lora_weights(path: str | Path) -> LoraWeights:
     """Read a diffusers-format LoRA folder or .safetensors file (as `save_lora_weights` writes it)."""
     path = Path(path)
+    kind = folder_kind(path)
+    if kind != "lora":  # DoRA's magnitude renormalises each column: its delta is not additive
+        raise DcoError(f"{path}: a {kind} adapter; the direct and ZipLoRA merges merge LoRAs only (train.adapter=lora)")
     file = path / WEIGHT_NAME if path.is_dir() else path
     if not file.is_file():
         raise DcoError(f"{file}: LoRA file not found; pass a folder with {WEIGHT_NAME} or the file itself")

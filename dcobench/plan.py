@@ -19,6 +19,7 @@ import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .adapters import check as check_adapter
 from .cells import ALONE, Cell, MergeCell
 from .config import RunConfig, SampleConfig, TrainConfig, deep_merge, from_dict, load_yaml
 from .knobs import apply_knob, idle_knobs, no_duplicates
@@ -88,6 +89,10 @@ def resolve(config_path=None, overrides=(), methods: list[str] | None = None, su
     if cfg.merge:
         from .families import family_of_model
 
+        if cfg.train.adapter != "lora":
+            raise DcoError(f"--merge: direct and ziplora merge LoRAs; train.adapter={cfg.train.adapter} has no LoRA "
+                           "factors to merge; drop --merge or set train.adapter=lora")
+
         family = family_of_model(suite_obj.model)
         if family is not None:
             family.check_merges()
@@ -108,6 +113,7 @@ def check_cell(cell: Cell) -> None:
     if not cell.prompts():
         raise DcoError(f"subjects: '{cell.subject.name}' has no evaluation prompts ({cell.subject.root}); add "
                        "`prompts:` to its subject.yaml or the suite, or check sample.prompt_indices")
+    check_adapter(cell.train, cell.suite.model)  # each model and adapter config once
     step, train = cell.sample.lora_step, cell.train
     if step and step != train.steps and (not train.checkpoint_every or step % train.checkpoint_every or step > train.steps):
         raise DcoError(f"methods.{cell.method}: sample.lora_step={step} has no saved LoRA; use a multiple of "
@@ -161,7 +167,7 @@ def expand(cfg: RunConfig, suite: Suite, methods: list[str], notes: list[str] | 
             mcfg, train, sample = mcfg0, train0, sample0
             for knob, v in zip(knobs, values):
                 mcfg, train, sample = apply_knob(mcfg, train, sample, knob, v, f"methods.{name}.sweep.{knob}")
-            why = idle_knobs(knobs, sample)
+            why = idle_knobs(knobs, sample, train)
             for knob, reason in why.items():
                 idle.setdefault((name, knob, reason), set()).add(repr(values[knobs.index(knob)]))
             shown = {k: v for k, v in zip(knobs, values) if k not in why}

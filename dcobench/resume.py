@@ -31,6 +31,7 @@ from typing import Callable
 
 import torch
 
+from .adapters import PREFIX
 from .config import TrainConfig
 from .errors import DcoError
 from .store import atomic_write_bytes
@@ -44,7 +45,8 @@ def resume_interval(cfg: TrainConfig) -> int:
 
 
 def lora_parameters(model) -> dict[str, torch.nn.Parameter]:
-    return {n: p for n, p in model.named_parameters() if "lora_" in n}
+    """The adapter's parameters by name, whatever its kind (peft's tuner prefixes)."""
+    return {n: p for n, p in model.named_parameters() if any(pre in n for pre in set(PREFIX.values()))}
 
 
 class Resume:

@@ -5,8 +5,8 @@ Per subject, the VAE posterior of each reference image and the text conditioning
 posterior, noises it and runs the denoiser (a UNet or an SD3 transformer). The model family
 (`cond.family`) decides how to noise, what the target is and how the denoiser is called. The
 objective's capability flags decide what else runs: `needs_reference` adds a no-grad pass of the
-same denoiser with its LoRA disabled, on the same noisy latents, timesteps and noise, conditioned
-on the base caption.
+same denoiser with its adapter disabled, on the same noisy latents, timesteps and noise, conditioned
+on the base caption. The adapter is `train.adapter`'s kind (`adapters.py`); "LoRA" below stands for any.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import torch
 
 from .config import TrainConfig
 from .errors import DcoError
-from .lora import add_lora, lora_disabled, lora_layers
+from .adapters import add_adapter
+from .lora import lora_disabled, lora_layers
 from .methods.base import Objective
 from .models.pipeline import Conditioner
 from .suites.base import Subject
@@ -139,7 +140,7 @@ def train_lora(
         module = getattr(pipe, name, None)
         if module is not None:
             module.requires_grad_(False)
-    params = add_lora(model, cfg.rank, cfg.alpha, cfg.target_modules, seed)
+    params = add_adapter(model, cfg, seed)  # train.adapter: LoRA, DoRA, LoHa, LoKr, OFT or BOFT
     layers = lora_layers(model)
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
