@@ -61,17 +61,19 @@ def merge_command(
 
 
 def export_command(
-    lora: Path = typer.Argument(..., help="A LoRA folder (e.g. RUN/loras/<train_id>) or its .safetensors file."),
-    format: str = typer.Option("kohya", "--format", help="kohya: lora_unet_* keys for ComfyUI, A1111, kohya's scripts."),
+    lora: Path = typer.Argument(..., help="An adapter folder (e.g. RUN/loras/<train_id>) or a LoRA .safetensors file."),
+    format: str = typer.Option("kohya", "--format", help="kohya: lora_unet_* keys for ComfyUI, A1111, kohya's scripts "
+                               "(LoRA; LoHa and LoKr as LyCORIS keys)."),
     out: Optional[Path] = typer.Option(None, help="Output file (default: <LORA folder>/<folder name>.<format>.safetensors)."),
 ):
-    """Write a LoRA in another tool's format, converted by diffusers' own converters."""
-    from .lora import export_kohya
+    """Write a LoRA (or a LoHa / LoKr adapter) in another tool's format: kohya's, which ComfyUI, A1111 and
+    kohya's scripts read (LoHa and LoKr as LyCORIS keys)."""
+    from .kohya import export
 
     if format != "kohya":
         raise DcoError(f"--format: '{format}' is not supported; use --format kohya")
     folder = lora if lora.is_dir() else lora.parent
-    path = export_kohya(lora, out or folder / f"{folder.name}.{format}.safetensors")
+    path = export(lora, out or folder / f"{folder.name}.{format}.safetensors")
     typer.echo(f"exported ({format}): {path}")
     if (folder / "learned_embeds.safetensors").is_file():
         typer.echo(f"note: this LoRA trained a new token; load {folder / 'learned_embeds.safetensors'} as well")

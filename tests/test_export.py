@@ -68,3 +68,86 @@ def test_export_cli_default_name_and_bad_input(tiny_sd_path, tiny_suite, tmp_pat
     assert "exported (kohya)" in capsys.readouterr().out
     with pytest.raises(DcoError, match="LoRA file not found"):
         export_kohya(tmp_path / "nothing", tmp_path / "x.safetensors")
+
+
+def _lycoris_delta(tensors: dict, name: str, shape) -> torch.Tensor:
+    """ComfyUI's reading of one LyCORIS module (comfy/weight_adapter/loha.py, lokr.py): LoHa
+    (w1a w1b) * (w2a w2b) * alpha / dim; LoKr kron(w1, w2) * alpha / dim, with dim the rank of a
+    decomposed factor and scale 1 when both factors are full matrices."""
+    get = lambda k: tensors.get(f"{name}.{k}")  # noqa: E731
+    alpha = get("alpha")
+    if get("hada_w1_a") is not None:
+        w1b = get("hada_w1_b")
+        diff = (get("hada_w1_a") @ w1b) * (get("hada_w2_a") @ get("hada_w2_b"))
+        return diff.reshape(shape) * (alpha.item() / w1b.shape[0])
+    w1, w2, dim = get("lokr_w1"), get("lokr_w2"), None
+    if w1 is None:
+        dim, w1 = get("lokr_w1_b").shape[0], get("lokr_w1_a") @ get("lokr_w1_b")
+    if w2 is None:
+        dim, w2 = get("lokr_w2_b").shape[0], get("lokr_w2_a") @ get("lokr_w2_b")
+    if len(shape) == 4:
+        w2 = w2.reshape(w2.shape[0], -1, *shape[2:]) if w2.ndim == 2 else w2
+        w1 = w1.unsqueeze(2).unsqueeze(2)
+    scale = alpha.item() / dim if dim is not None else 1.0
+    return torch.kron(w1, w2).reshape(shape) * scale
+
+
+@pytest.mark.parametrize("kind,options", [("loha", {}), ("lokr", {}), ("lokr", {"decompose_both": True})],
+                         ids=["loha", "lokr", "lokr-decomposed"])
+def test_lycoris_export_of_loha_and_lokr_reads_back_to_the_same_unet(kind, options, tiny_sd_path, tiny_suite, tmp_path):
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import load_file
+
+    from dcobench.adapters import load
+    from dcobench.config import from_dict
+    from dcobench.kohya import export
+
+    pipe = load_pipeline(tiny_sd_path)
+    subject = tiny_suite.subjects[0]
+    rank = 2 if options else 4  # rank 2 decomposes both factors of the tiny layers; 4 keeps w1 and w2 full
+    cfg = from_dict(TrainConfig, {"adapter": kind, "steps": 2, "lr": 5e-2, "rank": rank, "alpha": 3.0, "resolution": 32,
+                                  "target_modules": list(ATTENTION + ("conv1", "conv2")),
+                                  "adapters": {kind: options}}, "train.")
+    train_lora(pipe, Conditioner(pipe, 32), encode_images(pipe.vae, subject.images, 32), subject, DreamBooth(), cfg, 0)
+    from dcobench.adapters import save
+
+    save(pipe, tmp_path / "a")
+    remove_training_adapter(pipe.unet)
+    out = export(tmp_path / "a", tmp_path / "kohya.safetensors")
+    tensors = load_file(str(out))
+    modules = {k.rsplit(".", 1)[0] for k in tensors}
+    assert modules and all(m.startswith("lora_unet_") for m in modules)
+    assert any(m.endswith("_resnets_0_conv1") for m in modules)
+    if kind == "lokr" and not options:
+        assert any(k.endswith(".lokr_w1") for k in tensors) and any(k.endswith(".lokr_w2") for k in tensors)
+    if options:
+        assert any(k.endswith(".lokr_w1_a") for k in tensors)
+
+    stock = StableDiffusionPipeline.from_pretrained(tiny_sd_path, safety_checker=None, requires_safety_checker=False)
+    base = _unet_out(stock, None)
+    layers = {"lora_unet_" + n.replace(".", "_"): m for n, m in stock.unet.named_modules()}
+    with torch.no_grad():
+        for m in modules:
+            layers[m].weight += _lycoris_delta(tensors, m, layers[m].weight.shape)
+    kohya = _unet_out(stock, None)
+    original = load_pipeline(tiny_sd_path)
+    load(original, tmp_path / "a")
+    adapted = _unet_out(original, None)
+    assert (adapted - base).abs().max() > 1e-3
+    assert torch.allclose(kohya, adapted, atol=1e-5, rtol=0), (kohya - adapted).abs().max()
+
+
+@pytest.mark.parametrize("kind", ["dora", "oft", "boft"])
+def test_kohya_export_refuses_what_kohya_tools_cannot_read(kind, tiny_sd_path, tiny_suite, tmp_path):
+    from dcobench.adapters import save
+    from dcobench.config import from_dict
+    from dcobench.kohya import export
+
+    pipe = load_pipeline(tiny_sd_path)
+    subject = tiny_suite.subjects[0]
+    cfg = from_dict(TrainConfig, {"adapter": kind, "steps": 1, "resolution": 32, "target_modules": list(ATTENTION),
+                                  "adapters": {"oft": {"block_size": 8}} if kind == "oft" else {}}, "train.")
+    train_lora(pipe, Conditioner(pipe, 32), encode_images(pipe.vae, subject.images, 32), subject, DreamBooth(), cfg, 0)
+    save(pipe, tmp_path / "a")
+    with pytest.raises(DcoError, match=f"a {kind} adapter; --format kohya covers LoRA, LoHa and LoKr"):
+        export(tmp_path / "a", tmp_path / "x.safetensors")
