@@ -288,3 +288,56 @@ def test_offline_t5_tokenizer_round_trips(tmp_path):
     again = AutoTokenizer.from_pretrained(tmp_path)
     assert again("a photo of sks dog").input_ids == tok("a photo of sks dog").input_ids
     assert again.model_max_length == 32
+
+
+def test_every_adapter_runs_on_sd3_and_its_file_reproduces_the_run_in_a_stock_pipeline(sd3_path, tmp_path, cli):
+    """As on SDXL (tests/test_sdxl.py): train.adapter swept over every other kind on the SD3 transformer,
+    DCO and DreamBooth; each file, loaded where docs/adapters.md says, draws the run's CFG image."""
+    from PIL import Image
+
+    kinds = ["dora", "loha", "lokr", "oft", "boft"]
+    out = tmp_path / "run"
+    sweep = "{train.adapter: [" + ", ".join(kinds) + "]}"
+    r = cli("run", "--suite", "tiny", "--model", sd3_path, "--methods", "dco,dreambooth", "--out", out, "--quiet",
+            "subjects=[robot]", "train.steps=2", "train.lr=5e-2", "sample.steps=2", "sample.seeds=[0]",
+            "sample.max_prompts=1", f"methods.dco.sweep={sweep}", f"methods.dreambooth.sweep={sweep}")
+    assert r.returncode == 0, r.stderr
+    results = [json.loads(p.read_text()) for p in out.glob("cells/*/result.json")]
+    assert sorted((res["method"], res["knobs"]["train.adapter"]) for res in results) == \
+        sorted((m, k) for m in ("dco", "dreambooth") for k in kinds)
+    stock = stock_sd3(sd3_path)
+    for res in [res for res in results if res["method"] == "dreambooth"]:
+        cell = out / "cells" / res["cell_id"]
+        folder = (cell / res["lora"]).resolve().parent
+        job = json.loads((cell / "manifest.json").read_text())["images"][0]
+        if (folder / "adapter_config.json").is_file():
+            from peft import PeftModel
+
+            PeftModel.from_pretrained(stock.transformer, str(folder))
+        else:
+            stock.load_lora_weights(folder)
+        image = stock(job["prompt"], num_inference_steps=2, guidance_scale=7.5, height=32, width=32, output_type="np",
+                      generator=torch.Generator().manual_seed(job["noise_seed"])).images[0]
+        stock.unload_lora_weights()
+        ours = np.asarray(Image.open(cell / job["file"])).astype(int)
+        assert np.abs(to_u8(image).astype(int) - ours).max() <= 1, res["knobs"]
+
+
+@pytest.mark.parametrize("kind", ["dora", "loha", "lokr", "oft", "boft"])
+def test_reference_pass_of_every_adapter_is_the_base_transformer(sd3_path, kind):
+    from dcobench.adapters import add_adapter
+
+    pipe = load_pipeline(sd3_path)
+    model, family = pipe.transformer, family_of(pipe)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, model.config.in_channels, 16, 16, generator=gen)
+    cond = Conditioner(pipe, 32)(["a sks toy"])
+    t = torch.tensor([500.0])
+    with torch.no_grad():
+        base = family.forward(model, x, t, cond)
+        params = add_adapter(model, TrainConfig(adapter=kind, target_modules=LORA_TARGETS), 0)
+        for p in params:
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+        assert (family.forward(model, x, t, cond) - base).abs().max() > 1e-4
+        with lora_disabled(model):
+            assert torch.equal(family.forward(model, x, t, cond), base)

@@ -116,3 +116,48 @@ def test_dreambench_run_on_tiny_sdxl_end_to_end(sdxl_path, tiny_suite, tmp_path,
     assert all("clip_t" in res["metrics"] for res in results)
     r = cli("report", out)
     assert r.returncode == 0 and (out / "report" / "summary.csv").is_file(), r.stderr
+
+
+NON_LORA = ["dora", "loha", "lokr", "oft", "boft"]
+
+
+def load_stock_adapter(stock, folder):
+    """Where docs/adapters.md says each kind loads: DoRA with load_lora_weights, the others with peft."""
+    if (folder / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        PeftModel.from_pretrained(stock.unet if hasattr(stock, "unet") else stock.transformer, str(folder))
+    else:
+        stock.load_lora_weights(folder)
+
+
+def test_every_adapter_runs_on_sdxl_and_its_file_reproduces_the_run_in_a_stock_pipeline(sdxl_path, tmp_path, cli):
+    """`dcobench run --methods dco,dreambooth` with train.adapter swept over every other kind: each trains
+    (DCO's reference pass included), samples from its file and scores; the stock pipeline with that file
+    loaded draws the run's own CFG images."""
+    from PIL import Image
+
+    out = tmp_path / "run"
+    sweep = "{train.adapter: [" + ", ".join(NON_LORA) + "]}"
+    r = cli("run", "--suite", "tiny", "--model", sdxl_path, "--methods", "dco,dreambooth", "--out", out, "--quiet",
+            "subjects=[robot]", "train.steps=2", "train.lr=5e-2", "sample.steps=2", "sample.seeds=[0]",
+            "sample.max_prompts=1", "score.clip=tiny-clip", "score.dino=tiny-dino",
+            f"methods.dco.sweep={sweep}", f"methods.dreambooth.sweep={sweep}")
+    assert r.returncode == 0, r.stderr
+    results = [json.loads(p.read_text()) for p in out.glob("cells/*/result.json")]
+    assert sorted((res["method"], res["knobs"]["train.adapter"]) for res in results) == \
+        sorted((m, k) for m in ("dco", "dreambooth") for k in NON_LORA)
+    stock = stock_sdxl(sdxl_path)
+    for res in results:
+        info = json.loads((out / "loras" / res["train_id"] / "train.json").read_text())
+        assert info["cost"]["adapter"] == res["knobs"]["train.adapter"] and info["cost"]["trainable_params"] > 0
+        if res["method"] != "dreambooth":
+            continue
+        cell = out / "cells" / res["cell_id"]
+        job = json.loads((cell / "manifest.json").read_text())["images"][0]
+        load_stock_adapter(stock, (cell / res["lora"]).resolve().parent)
+        image = stock(job["prompt"], num_inference_steps=2, guidance_scale=7.5, height=32, width=32, output_type="np",
+                      generator=torch.Generator().manual_seed(job["noise_seed"])).images[0]
+        stock.unload_lora_weights()
+        ours = np.asarray(Image.open(cell / job["file"])).astype(int)
+        assert np.abs(to_u8(image).astype(int) - ours).max() <= 1, res["knobs"]
