@@ -4,10 +4,7 @@ saving and loading.
 - **Config.** `peft_config(train)` builds the kind's peft config from the shared options
   (`train.rank`, `train.alpha`, `train.target_modules`) and `train.adapters.<kind>`; LoRA is
   built exactly as before adapters existed (`lora.add_lora`), so its LoRAs and ids are unchanged.
-- **Check.** `check(train, model)` runs at plan time: the config must build, and the adapter is
-  put on the denoiser built from its config on the meta device (no weights, no memory), so what
-  peft refuses on that model (a layer type a kind cannot adapt, BOFT's block sizes) fails before
-  anything trains, in one line naming the option.
+- **Check.** `adapter_check.check(train, model)` runs at plan time (see there).
 - **Files.** LoRA and DoRA are saved as every LoRA is (`save_lora_weights`, loaded by
   `load_lora_weights`). The other kinds have no diffusers loader, so they are saved in peft's own
   format, `adapter_config.json` + `adapter_model.safetensors` with `base_model.model.` keys, the
@@ -18,7 +15,6 @@ saving and loading.
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 
@@ -64,15 +60,15 @@ def peft_config(train: TrainConfig):
                                boft_n_butterfly_factor=o.n_butterfly_factor, boft_dropout=o.dropout,
                                target_modules=targets)
     except (ValueError, TypeError) as e:
-        raise DcoError(f"train.adapters.{kind}: peft's {kind} config refuses these options ({_first_line(e)}); "
+        raise DcoError(f"train.adapters.{kind}: peft's {kind} config refuses these options ({first_line(e)}); "
                        f"see `dcobench ls options` for train.adapters.{kind}.*")
 
 
-def _first_line(e: Exception) -> str:
+def first_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
-def _no_butterfly_compile() -> None:
+def no_butterfly_compile() -> None:
     """Without a GPU peft's BOFT still tries to compile its CUDA kernel, once per layer, and falls
     back to butterfly factor 1; say once that there is none (factor 1 is what `check` allows there)."""
     import peft.tuners.boft.layer as boft_layer
@@ -81,136 +77,10 @@ def _no_butterfly_compile() -> None:
         boft_layer._FBD_CUDA = False
 
 
-def check(train: TrainConfig, model: str | None = None) -> None:
-    """Fail at plan time, in one line, on what peft would refuse when training starts."""
-    peft_config(train)
-    if train.adapter == "boft" and train.adapters.boft.n_butterfly_factor > 1 and not torch.cuda.is_available():
-        raise DcoError("train.adapters.boft.n_butterfly_factor: factors > 1 need peft's fbd CUDA extension (a GPU); "
-                       "without it peft trains factor 1 whatever the config says; set it to 1 or train on a GPU")
-    if model:
-        config = peft_config(train)
-        key = (str(model), json.dumps(adapter_metadata(config), sort_keys=True, default=str))
-        if key not in _CHECKED:  # a plan checks every cell; each model and adapter once
-            _check_on_model(str(model), train.adapter, config)
-            _CHECKED.add(key)
-
-
-_CHECKED: set = set()
-
-
-def _check_on_model(model: str, kind: str, config) -> None:
-    from peft.tuners.tuners_utils import check_target_module_exists
-
-    denoiser = meta_denoiser(model)
-    if denoiser is None:
-        return  # no readable config (a hub id not in the cache): training will tell
-    matched = [(n, m) for n, m in denoiser.named_modules() if n and check_target_module_exists(config, n)]
-    if not matched:
-        raise DcoError(f"train.target_modules: {sorted(config.target_modules)} matched no layer of this "
-                       f"{type(denoiser).__name__}; use names such as to_q, to_k, to_v, to_out.0 (UNets also conv1, "
-                       "conv2; SD3 also add_q_proj, add_k_proj, add_v_proj, to_add_out)")
-    convs = sorted({n.rsplit(".", 1)[-1] for n, m in matched if isinstance(m, torch.nn.Conv2d)})
-    for k in sorted({m.kernel_size for _, m in matched if isinstance(m, torch.nn.Conv2d)}):
-        problem = conv_probe(kind, config, k)
-        if problem:
-            import peft
-
-            raise DcoError(f"train.target_modules: peft {peft.__version__} cannot put {kind} on a {k[0]}x{k[1]} Conv2d "
-                           f"({', '.join(convs)} here: {problem}); drop them from train.target_modules or use "
-                           f"another train.adapter (lora, dora, loha, lokr, boft)")
-    try:
-        add(denoiser, kind, config)
-    except (ValueError, TypeError, NotImplementedError, RuntimeError) as e:
-        if convs and _fits_without_convs(model, kind, config, matched):
-            raise DcoError(f"train.target_modules: peft cannot put {kind} on this model's Conv2d targets "
-                           f"({', '.join(convs)}: {_first_line(e)}); drop them from train.target_modules or use "
-                           "train.adapter=lora")
-        raise DcoError(f"train.adapters.{kind}: peft cannot put {kind} on the targeted layers with these options "
-                       f"({_first_line(e)}); change train.adapters.{kind}.* or train.target_modules")
-
-
-@functools.lru_cache(maxsize=32)
-def _probe_result(kind: str, config_json: str, kernel: tuple) -> str | None:
-    import copy
-    import warnings
-
-    from peft import inject_adapter_in_model
-
-    config = copy.deepcopy(_PROBED[config_json])
-    config.target_modules = ["conv"]
-    width = 2 * max(getattr(config, "oft_block_size", 0), getattr(config, "boft_block_size", 0), 4)
-    torch.manual_seed(0)
-    layer = torch.nn.Sequential()
-    layer.add_module("conv", torch.nn.Conv2d(width, width, kernel, padding=kernel[0] // 2))
-    x = torch.randn(2, width, 8, 8)
-    with torch.no_grad():
-        base = layer(x)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                if kind == "boft":
-                    _no_butterfly_compile()
-                inject_adapter_in_model(config, layer, "probe")
-                out = layer(x)
-        except Exception as e:  # noqa: BLE001 (peft's own refusal, whatever its type, is the answer)
-            return f"peft refuses it: {_first_line(e)}"
-    if not torch.allclose(out, base, atol=1e-5):
-        return (f"at its initialisation, which must be the base model, the layer's output already moves by up to "
-                f"{(out - base).abs().max().item():.2f}")
-    return None
-
-
-_PROBED: dict = {}  # config json -> the config (lru_cache keys must be hashable)
-
-
-def conv_probe(kind: str, config, kernel: tuple) -> str | None:
-    """Why peft's `kind` cannot adapt a Conv2d of this kernel, or None: put on one small conv, it
-    must be refused by nothing and, at its initialisation, leave the output unchanged (peft 0.21's
-    OFT rotates unfolded 3x3 patches and folds them back summed, so its conv starts away from the
-    base model). A probe of the installed peft, so a fixed peft passes it without a change here."""
-    key = json.dumps(adapter_metadata(config), sort_keys=True, default=str)
-    _PROBED[key] = config
-    return _probe_result(kind, key, tuple(kernel))
-
-
-def _fits_without_convs(model: str, kind: str, config, matched) -> bool:
-    """Whether the same adapter goes on the matched layers that are not Conv2d (which to blame)."""
-    import copy
-
-    rest = [n for n, m in matched if not isinstance(m, torch.nn.Conv2d)]
-    if not rest:
-        return True
-    config = copy.deepcopy(config)
-    config.target_modules = rest  # full names: exactly those layers
-    try:
-        add(meta_denoiser(model), kind, config)
-    except Exception:
-        return False
-    return True
-
-
-def meta_denoiser(model: str):
-    """The model's denoiser built from its config on the meta device (shapes only), or None."""
-    from .families import family_of_model, read_index
-
-    index, family = read_index(model), family_of_model(model)
-    if index is None or family is None or family.denoiser_attr not in index:
-        return None
-    import diffusers
-
-    cls = getattr(diffusers, index[family.denoiser_attr][1])
-    try:
-        config = cls.load_config(model, subfolder=family.denoiser_attr)
-    except Exception:
-        return None
-    with torch.device("meta"):
-        return cls.from_config(config)
-
-
 def add(model, kind: str, config, name: str = TRAIN_ADAPTER) -> None:
     """Put the adapter on `model` through diffusers' `add_adapter` (peft's `inject_adapter_in_model`)."""
     if kind == "boft":
-        _no_butterfly_compile()
+        no_butterfly_compile()
     model.add_adapter(config, adapter_name=name)
 
 
@@ -223,7 +93,7 @@ def add_adapter(model, train: TrainConfig, seed: int) -> list[torch.nn.Parameter
     try:
         add(model, train.adapter, peft_config(train))
     except (ValueError, TypeError, NotImplementedError) as e:
-        raise DcoError(f"train.adapter={train.adapter}: peft cannot add it with these options ({_first_line(e)}); "
+        raise DcoError(f"train.adapter={train.adapter}: peft cannot add it with these options ({first_line(e)}); "
                        f"change train.adapters.{train.adapter}.* or train.target_modules")
     params = adapter_parameters(model, train.adapter)
     for p in params:

@@ -19,7 +19,7 @@ import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .adapters import check as check_adapter
+from .adapter_check import check as check_adapter
 from .cells import ALONE, Cell, MergeCell
 from .config import RunConfig, SampleConfig, TrainConfig, deep_merge, from_dict, load_yaml
 from .knobs import apply_knob, idle_knobs, no_duplicates

@@ -17,7 +17,7 @@ from dcobench.config import SampleConfig, TrainConfig
 from dcobench.errors import DcoError
 from dcobench.lora import WEIGHT_NAME, lora_disabled, remove_training_adapter
 from dcobench.methods.dco import DCO, DCOConfig
-from dcobench.models.pipeline import Conditioner, load_pipeline
+from dcobench.models.pipeline import Conditioner
 from dcobench.plan import make_plan
 from dcobench.sampling import GuidedSampler, grid_jobs
 from dcobench.trainer import encode_images, train_lora
