@@ -207,3 +207,19 @@ def test_train_json_records_each_adapters_cost(cli, tmp_path):
     assert cost["steps_timed"] == 2 and cost["memory"] in ("cpu resident high-water growth", "unavailable")
     (result,) = [json.loads(p.read_text()) for p in out.glob("cells/*/result.json")]
     assert result["lora"].endswith(PEFT_WEIGHTS) and info["config"]["train"]["adapter"] == "lokr"
+
+
+def test_adapter_study_gives_both_methods_the_same_sampler_per_adapter(dcobench_cache):
+    from dcobench.study.run import plan_study
+    from dcobench.study.spec import load_study
+
+    sp = plan_study(*load_study("micro_adapters"))
+    assert list(sp.spec.claims) == list(KINDS)
+    by_id = {c.cell_id: c for c in sp.plan.cells}
+    for kind, claim in sp.manifest["claims"].items():
+        cells = [by_id[i] for i in claim["arms"]["main"]["cells"]]
+        assert {c.method for c in cells} == {"dco", "dreambooth"} and {c.train.adapter for c in cells} == {kind}
+        samplers = {m: sorted({(c.sample.guidance, c.sample.cfg_scale) for c in cells if c.method == m})
+                    for m in ("dco", "dreambooth")}
+        assert samplers["dco"] == samplers["dreambooth"] == [("cfg", 1.5), ("cfg", 3.0), ("cfg", 5.0)]
+        assert ("conv1" in cells[0].train.target_modules) == (kind not in ("oft", "boft"))
