@@ -223,3 +223,25 @@ def test_adapter_study_gives_both_methods_the_same_sampler_per_adapter(dcobench_
                     for m in ("dco", "dreambooth")}
         assert samplers["dco"] == samplers["dreambooth"] == [("cfg", 1.5), ("cfg", 3.0), ("cfg", 5.0)]
         assert ("conv1" in cells[0].train.target_modules) == (kind not in ("oft", "boft"))
+
+
+@pytest.mark.slow
+def test_every_adapter_runs_on_the_micro_world(cli, tmp_path):
+    """`dcobench run --methods dco,dreambooth train.adapter=<kind>` on micro (a short recipe); OFT with
+    the attention projections only, since the plan refuses it on the suite's conv1 / conv2 targets."""
+    out, short = tmp_path / "run", ["subjects=[tent]", "seeds=[0]", "train.steps=3", "sample.steps=2",
+                                    "sample.seeds=[0]", "sample.max_prompts=1"]
+    r = cli("run", "--methods", "dco,dreambooth", "--out", out, "--quiet", "train.adapter=oft", *short)
+    assert r.returncode == 2 and "cannot put oft on a 3x3 Conv2d" in r.stderr
+    kinds = ["lora", "dora", "loha", "lokr", "boft"]
+    sweep = "{train.adapter: [" + ", ".join(kinds) + "]}"
+    r = cli("run", "--methods", "dco,dreambooth", "--out", out, "--quiet", *short,
+            f"methods.dco.sweep={sweep}", f"methods.dreambooth.sweep={sweep}")
+    assert r.returncode == 0, r.stderr
+    r = cli("run", "--methods", "dco,dreambooth", "--out", out, "--quiet", *short, "train.adapter=oft",
+            "train.target_modules=[to_q,to_k,to_v,to_out.0]")
+    assert r.returncode == 0, r.stderr
+    results = [json.loads(p.read_text()) for p in out.glob("cells/*/result.json")]
+    seen = {(res["method"], res["config"]["train"].get("adapter", "lora")) for res in results}
+    assert seen == {(m, k) for m in ("dco", "dreambooth") for k in kinds + ["oft"]}
+    assert all("oracle_subject" in res["metrics"] for res in results)
