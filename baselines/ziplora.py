@@ -21,7 +21,7 @@ cannot move a merger weight more than ~0.005 from 1 in 100 Adam steps, so its me
 direct one. The defaults here (lr 0.03, 100 steps, lambda 0.01, normalised) let the vectors
 separate: the mean |cos(m1, m2)| over layers, 1 at the start, is recorded before and after in
 merge.json (`merger_cos`); it fell by 84% on a tiny-suite pair and on micro DreamBooth and DCO
-pairs (README, "ZipLoRA that optimizes"). Without the normalisation, lr 0.03 lets the penalty
+pairs (docs/methods.md, "ZipLoRA that optimizes"). Without the normalisation, lr 0.03 lets the penalty
 win: both vectors collapse toward 0 (mean 0.05) and the merge loses both LoRAs.
 
 The layers run in low-rank form, dW x = s up (down (m ⊙ x)), so nothing dense is ever built, and

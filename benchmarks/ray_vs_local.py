@@ -9,7 +9,7 @@ Runs the same `dcobench run` twice from empty folders, as a user would (subproce
 and prints both wall times, their ratio, whether the two summary.csv files are byte-identical and
 how many of the computed files (LoRAs, images, per-image scores) are. Both runs get the same torch
 thread count (OMP_NUM_THREADS, default 1: what a Ray task with num_cpus=1 gets), because CPU
-results are bit-identical only at the same thread count (README, "Determinism").
+results are bit-identical only at the same thread count (docs/scale-out.md, "Determinism").
 
     .venv/bin/python benchmarks/ray_vs_local.py --suite tiny
     .venv/bin/python benchmarks/ray_vs_local.py --config data/configs/micro_ci.yaml --methods dco,dreambooth

@@ -4,7 +4,7 @@ Runs what `make study` runs, from an empty run folder, as a user would (a `dcobe
 
     dcobench study STUDY --out OUT --report REPORT --quiet
 
-(`make study` also passes `--readme README.md`; the benchmark leaves the README alone). It prints
+(`make study` also passes `--readme docs/studies.md` and regenerates the README's headline; the benchmark leaves both alone). It prints
 what the study plans (cells and LoRAs per claim), the wall time of the run and of a second,
 report-only pass, the share of the budget, and the peak resident memory of the children.
 

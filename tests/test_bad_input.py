@@ -4,7 +4,7 @@ or field and the fix, exit code 2, no traceback, and leaves every finished cell 
 Each case runs the real command line in this process (`dcobench.cli.main`) against a copy of a
 finished tiny run. A full disk and a read-only folder are simulated at the system-call boundary
 (the error the kernel would return); everything else is a real bad file, folder or value. Each
-case's `label` is a row of the README's "Bad input" table (a test keeps the two in step).
+case's `label` is a row of the "Bad input" table in docs/running.md (a test keeps the two in step).
 """
 
 from __future__ import annotations
@@ -235,7 +235,7 @@ def _under_a_file(env: Env) -> list[str]:
 
 @dataclass
 class Case:
-    label: str  # its row in the README's "Bad input" table
+    label: str  # its row in the "Bad input" table of docs/running.md
     expect: str  # in the one error line
     argv: Callable[[Env], list[str]]
     patch: Callable | None = None

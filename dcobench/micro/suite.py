@@ -24,7 +24,7 @@ SUBJECTS = ("tent", "quilt", "badge")
 STYLES = ("striped", "dotted")  # both held-out styles (world.HELDOUT_STYLES): style targets of `dcobench study`
 MERGE_STYLES = ("striped",)  # what `--merge` pairs with the subjects unless `styles=` says otherwise
 
-# The recipe (measured on the CPU, seed 0 and 1, data/micro/MODEL_CARD.md and the README):
+# The recipe (measured on the CPU, seed 0 and 1, data/micro/MODEL_CARD.md and docs/micro.md):
 # * LoRA on the attention projections *and* the ResNet convs: attention sits at 8x8 and 4x4 only,
 #   and attention-only DreamBooth drew the quilt's two colours as a blob (oracle 0.0 on it, 0.39
 #   over the subjects at CFG 1.5) where conv targets drew the quarters (0.90, seed 0);

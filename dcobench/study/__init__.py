@@ -6,6 +6,6 @@
     claims.py   one report section per claim kind (frontier, merge, captions)
     figures.py  the merge claim's drop figure
     report.py   study.md, index.html, verdicts.csv and the claims' tables and figures
-    readme.py   the README's findings block, generated from the report's CSVs
+    readme.py   the findings blocks (docs/studies.md, the README's headline), generated from the report's CSVs
     cli.py      the command
 """

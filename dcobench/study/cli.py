@@ -16,7 +16,7 @@ def study_command(
     out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<study name>); rerunning resumes it."),
     report: Optional[Path] = typer.Option(None, help="Report folder (default OUT/report)."),
     readme: Optional[Path] = typer.Option(None, help="Also rewrite the study's findings block (between its marker "
-                                                     "lines) in this file, e.g. README.md, from the report."),
+                                                     "lines) in this file, e.g. docs/studies.md, from the report."),
     plan: bool = typer.Option(False, "--plan", help="Print the cells and LoRAs of each claim; run nothing."),
     report_only: bool = typer.Option(False, "--report-only", help="Only fold the finished cells into the report."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),

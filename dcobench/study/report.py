@@ -1,7 +1,7 @@
 """The study report: a pure fold over `study.json` and the cells it names.
 
     REPORT/study.md, index.html      one section per claim: its one-line verdict, figure and tables
-    REPORT/verdicts.csv              every comparison: estimate, 95% CI, n, verdict (the README's source)
+    REPORT/verdicts.csv              every comparison: estimate, 95% CI, n, verdict (the findings' source)
     REPORT/<claim>.png / .svg        the claim's figure
     REPORT/<claim>-<table>.csv       its tables (points, merge, vs_direct, mergers)
     REPORT/study.json                the manifest it was folded from

@@ -57,7 +57,7 @@ class ClaimSpec:
 
 @dataclass
 class StudySpec:
-    name: str = option("", "The study's name (the report's title, the README markers).")
+    name: str = option("", "The study's name (the report's title, the findings markers).")
     description: str = option("", "One paragraph: what the study asks.")
     suite: str = option("micro", "Suite of every run.")
     model: str = option("", "Base model replacing the suite's.")
