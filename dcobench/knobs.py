@@ -37,14 +37,23 @@ def apply_knob(mcfg, train, sample, knob: str, value, where: str):
         target, name = mcfg, knob
     else:
         raise DcoError(f"{where}: unknown knob; use a method field or train.<field> / sample.<field>")
-    fields = {f.name: f for f in dataclasses.fields(target)}
-    if name not in fields or name == "sweep":
-        raise DcoError(f"{where}: unknown knob '{name}'; {did_you_mean(name, set(fields) - {'sweep'})}")
-    value = check_value(fields[name], typing.get_type_hints(type(target))[name], value, where)
-    new = dataclasses.replace(target, **{name: value})
+    new = _replace(target, name, value, where)
     if target is mcfg:
         return new, train, sample
     return (mcfg, new, sample) if section == "train" else (mcfg, train, new)
+
+
+def _replace(target, name: str, value, where: str):
+    """`target` with its field `name` set; a dotted name reaches into a section of it
+    (`adapters.oft.block_size` of a TrainConfig)."""
+    head, _, rest = name.partition(".")
+    fields = {f.name: f for f in dataclasses.fields(target)}
+    if head not in fields or head == "sweep" or (rest and not dataclasses.is_dataclass(getattr(target, head))):
+        raise DcoError(f"{where}: unknown knob '{name}'; {did_you_mean(head, set(fields) - {'sweep'})}")
+    if rest:
+        return dataclasses.replace(target, **{head: _replace(getattr(target, head), rest, value, where)})
+    value = check_value(fields[head], typing.get_type_hints(type(target))[head], value, where)
+    return dataclasses.replace(target, **{head: value})
 
 
 def idle_knobs(knobs: dict, sample: SampleConfig, train: TrainConfig | None = None) -> dict:
@@ -59,8 +68,10 @@ def idle_knobs(knobs: dict, sample: SampleConfig, train: TrainConfig | None = No
             out[knob] = f"has no effect under guidance={sample.guidance}"
         elif train is not None and knob in ("train.rank", "train.alpha") and train.adapter not in RANKED:
             out[knob] = f"has no effect under train.adapter={train.adapter} (it sizes blocks, not a rank)"
+        elif train is not None and name.startswith("adapters.") and name.split(".")[1] != train.adapter:
+            out[knob] = f"has no effect under train.adapter={train.adapter} (another kind's option)"
         elif section in SECTIONS and not next(f for f in dataclasses.fields(SECTIONS[section])
-                                              if f.name == name).metadata.get("identity", True):
+                                              if f.name == name.split(".")[0]).metadata.get("identity", True):
             out[knob] = "cannot change a result (it is not part of cell ids)"
     return out
 

@@ -181,6 +181,12 @@ def test_adapter_leaves_lora_ids_alone_and_ids_see_only_the_chosen_kind():
     plan = make_plan(None, ["train.adapter=oft", "methods.dco.sweep={train.rank: [4, 8]}"], methods=["dco"],
                      suite="tiny")
     assert any("train.rank has no effect under train.adapter=oft" in n for n in plan.notes)
+    plan = make_plan(None, ["train.adapter=oft", "methods.dco.sweep={train.adapters.oft.block_size: [4, 8]}"],
+                     methods=["dco"], suite="tiny")  # a kind's own option is a knob too
+    assert len({c.train_id for c in plan.cells}) == 2 * len({c.subject.name for c in plan.cells})
+    assert {c.train.adapters.oft.block_size for c in plan.cells} == {4, 8}
+    with pytest.raises(DcoError, match=r"sweep.train.adapters.oft.blok_size: unknown knob 'blok_size'; did you mean"):
+        make_plan(None, ["methods.dco.sweep={train.adapters.oft.blok_size: [4]}"], methods=["dco"], suite="tiny")
 
 
 @pytest.mark.parametrize("kind", ["dora", "loha"])
