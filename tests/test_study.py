@@ -379,3 +379,19 @@ def test_tiny_study_end_to_end(tmp_path, cli):
     before = (report / "verdicts.csv").read_bytes()
     r = cli("study", "tiny_paper", "--out", out, "--report", report, "--quiet")
     assert r.returncode == 0 and "0 run" in r.stderr and (report / "verdicts.csv").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_a_study_split_in_shards_runs_every_cell_once_and_the_last_shard_reports(tmp_path, cli):
+    out = tmp_path / "run"
+    first = cli("study", "tiny_paper", "--out", out, "--shard", "1/2", "--quiet", timeout=900)
+    assert first.returncode == 0, first.stderr
+    assert "not finished yet" in first.stderr and not (out / "report").exists()
+    second = cli("study", "tiny_paper", "--out", out, "--shard", "2/2", "--quiet", timeout=900)
+    assert second.returncode == 0, second.stderr
+    assert (out / "report" / "verdicts.csv").is_file()
+    planned = cli("study", "tiny_paper", "--plan")
+    manifest = json.loads((out / "study.json").read_text())
+    ids = {i for c in manifest["claims"].values() for a in c["arms"].values() for i in a["cells"] + a["merge_cells"]}
+    assert {p.name for p in (out / "cells").iterdir() if (p / "result.json").is_file()} == ids
+    assert planned.returncode == 0

@@ -20,9 +20,13 @@ def study_command(
     plan: bool = typer.Option(False, "--plan", help="Print the cells and LoRAs of each claim; run nothing."),
     report_only: bool = typer.Option(False, "--report-only", help="Only fold the finished cells into the report."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    shard: Optional[str] = typer.Option(None, help="i/n: run only shard i of n of the study's units (processes on one "
+                                                   "--out split it, each LoRA trained once); the report is written "
+                                                   "by the one that finds every cell finished."),
 ):
     """Run a study (every claim's runs into one folder, shared cells run once) and write its report:
     one section per claim with its figure, tables and a verdict computed from the CIs."""
+    from ..plan import parse_shard
     from ..runner import console
     from .readme import update_readme
     from .report import write_study_report
@@ -36,9 +40,15 @@ def study_command(
         if plan:
             typer.echo("\n".join(describe(sp)))
             return
-        stats = run_study(sp, out, show_progress=not quiet)
-        console.print(f"study {spec.name}: {stats['cells']} cells in {out}: {stats['sampled']} run, "
+        part = parse_shard(shard) if shard is not None else None
+        stats = run_study(sp, out, show_progress=not quiet, shard=part)
+        where = f" (shard {shard})" if part else ""
+        console.print(f"study {spec.name}{where}: {stats['cells']} cells in {out}: {stats['sampled']} run, "
                       f"{stats['skipped']} already done, {stats['trained']} LoRAs trained, {stats['seconds']} s")
+        if part and stats["left"]:
+            console.print(f"{stats['left']} cells of other shards are not finished yet; the shard that finishes "
+                          "last writes the report (or run with --report-only)")
+            return
     paths = write_study_report(out, report)
     typer.echo(f"study report: {paths['study_md']}")
     if readme is not None:

@@ -112,8 +112,10 @@ def _train_ids(cell) -> list[str]:
     return [cell.train_id]
 
 
-def run_study(sp: StudyPlan, out: str | Path, show_progress: bool = True) -> dict:
-    """Write study.json, then run every unfinished cell (`runner.run_plan`)."""
+def run_study(sp: StudyPlan, out: str | Path, show_progress: bool = True, shard: tuple[int, int] | None = None) -> dict:
+    """Write study.json, then run every unfinished cell (`runner.run_plan`), or only shard i of n
+    of the units (`--shard i/n`: processes on one folder split the study, each LoRA trained once);
+    `left` counts the cells of the whole study still unfinished afterwards."""
     from ..runner import run_plan
     from ..store import check_writable
 
@@ -124,5 +126,9 @@ def run_study(sp: StudyPlan, out: str | Path, show_progress: bool = True) -> dic
         raise DcoError(f"--out {out}: holds another study ({read_json(existing)['study']}); pick a new folder")
     atomic_write_json(existing, sp.manifest)
     start = time.perf_counter()
-    stats = run_plan(sp.plan, out, show_progress)
-    return {**stats, "seconds": round(time.perf_counter() - start, 1)}
+    stats = run_plan(sp.plan, out, show_progress, shard=shard)
+    from ..store import RunDir
+
+    store = RunDir(out)
+    left = sum(not store.is_done(c.cell_id) for c in sp.plan.cells + sp.plan.merge_cells)
+    return {**stats, "seconds": round(time.perf_counter() - start, 1), "left": left}
