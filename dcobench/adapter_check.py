@@ -26,9 +26,10 @@ from .lora import adapter_metadata
 def check(train: TrainConfig, model: str | None = None) -> None:
     """Fail at plan time, in one line, on what peft would refuse when training starts."""
     peft_config(train)
-    if train.adapter == "boft" and train.adapters.boft.n_butterfly_factor > 1 and not torch.cuda.is_available():
-        raise DcoError("train.adapters.boft.n_butterfly_factor: factors > 1 need peft's fbd CUDA extension (a GPU); "
-                       "without it peft trains factor 1 whatever the config says; set it to 1 or train on a GPU")
+    if train.adapter == "boft" and train.adapters.boft.n_butterfly_factor > 1 and not _butterfly_kernel():
+        raise DcoError("train.adapters.boft.n_butterfly_factor: factors > 1 need peft's fbd CUDA extension, which "
+                       "needs a GPU and builds here only if nvcc and ninja can compile it against this torch; without "
+                       "it peft trains factor 1 whatever the config says; set it to 1")
     if model:
         config = peft_config(train)
         key = (str(model), json.dumps(adapter_metadata(config), sort_keys=True, default=str))
@@ -38,6 +39,16 @@ def check(train: TrainConfig, model: str | None = None) -> None:
 
 
 _CHECKED: set = set()
+
+
+def _butterfly_kernel() -> bool:
+    """Whether peft's BOFT CUDA kernel loads (built once per machine; on the H200 peft 0.21's source
+    failed to compile against torch 2.11)."""
+    if not torch.cuda.is_available():
+        return False
+    from peft.tuners.boft.layer import get_fbd_cuda
+
+    return get_fbd_cuda() is not None
 
 
 def _check_on_model(model: str, kind: str, config) -> None:

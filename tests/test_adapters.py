@@ -251,3 +251,33 @@ def test_every_adapter_runs_on_the_micro_world(cli, tmp_path):
     seen = {(res["method"], res["config"]["train"].get("adapter", "lora")) for res in results}
     assert seen == {(m, k) for m in ("dco", "dreambooth") for k in kinds + ["oft"]}
     assert all("oracle_subject" in res["metrics"] for res in results)
+
+
+@pytest.mark.parametrize("kind", ["loha", "oft"])
+def test_a_killed_training_of_another_kind_resumes_to_the_same_adapter(tiny_sd_path, tiny_suite, tmp_path, kind):
+    """resume.py saves every kind's parameters (peft's tuner prefixes), not only `lora_` ones."""
+    from dcobench.models.pipeline import load_pipeline
+    from dcobench.resume import STATE, Resume
+
+    subject = tiny_suite.subjects[0]
+
+    class Killed(Exception):
+        pass
+
+    def run(folder, kill_at=None, every=3):
+        pipe = load_pipeline(tiny_sd_path)
+        def on_step(step, logs):
+            if step == kill_at:
+                raise Killed
+        train_lora(pipe, Conditioner(pipe, 32), encode_images(pipe.vae, subject.images, 32), subject, DCO(),
+                   config(kind, steps=7, lr=1e-2, resume_every=every), 3, on_step=on_step, resume=Resume(folder, every))
+        from dcobench.adapters import adapter_parameters
+
+        return [p.detach().clone() for p in adapter_parameters(pipe.unet, kind)]
+
+    never = run(tmp_path / "never", every=0)
+    with pytest.raises(Killed):
+        run(tmp_path / "resume", kill_at=4)  # saved at step 3, killed in step 5
+    assert torch.load(tmp_path / "resume" / STATE, weights_only=True)["step"] == 3
+    again = run(tmp_path / "resume")
+    assert len(again) == len(never) > 0 and all(torch.equal(a, b) for a, b in zip(again, never))
