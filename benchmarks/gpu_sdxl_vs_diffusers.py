@@ -128,11 +128,12 @@ class Bench:
         self.cond = Conditioner(self.pipe, RES)
         self.latents = encode_images(self.pipe.vae, self.subject.images, RES)
         self.losses: dict[str, list[float]] = {}
+        self.batch = 1  # dcobench's configurations only (`--batch`); the example loop stays at 1
 
     def train_cfg(self, steps: int, name: str):
         from dcobench.config import TrainConfig
 
-        return TrainConfig(steps=steps, rank=RANK, alpha=float(RANK), lr=1e-4, batch_size=1, resolution=RES,
+        return TrainConfig(steps=steps, rank=RANK, alpha=float(RANK), lr=1e-4, batch_size=self.batch, resolution=RES,
                            mixed_precision="bf16", gradient_checkpointing="-gc" in name, compile="compile" in name)
 
     def run(self, name: str, steps: int, warmup: int) -> dict:
@@ -220,8 +221,13 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=1, help="dcobench's training batch (the example stays at 1)")
+    ap.add_argument("--profile", default="", help="CONFIG[,CONFIG]: instead of timing, profile --steps steps of each "
+                                                   "after --warmup with torch.profiler and print the top CUDA kernels")
     ap.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     args = ap.parse_args()
+    if args.profile:
+        return profile(args.profile.split(","), args.steps, args.warmup, args.batch)
     names = args.configs.split(",")
     unknown = set(names) - set(CONFIGS)
     if unknown:
@@ -230,6 +236,7 @@ def main():
     peak = matmul_peak_tflops()
     print(json.dumps({"device": device, "torch": torch.__version__, "bf16_matmul_peak_tflops": peak}))
     bench = Bench()
+    bench.batch = args.batch
     runs: dict[str, list[dict]] = {n: [] for n in names}
     for r in range(args.rounds):
         for name in names if r % 2 == 0 else names[::-1]:
@@ -269,6 +276,32 @@ def main():
                ["date", "device", "command", *header],
                [[today(), f"{device}, torch {torch.__version__}, peak {peak:.0f} TFLOP/s", f"`{command()}`", *r]
                 for r in rows])
+
+
+def profile(names: list[str], steps: int, warmup: int, batch: int) -> None:
+    """Top kernels of `steps` training steps per configuration (after `warmup`), by device time:
+    where a step's time goes, e.g. what gradient checkpointing adds."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    bench = Bench()
+    bench.batch = batch
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEVICE == "cuda" else [])
+    for name in names:
+        prof = torch_profile(activities=activities)
+
+        def on_step(i, logs):
+            if i + 1 == warmup:
+                sync()
+                prof.start()
+            if i + 1 == warmup + steps:
+                sync()
+                prof.stop()
+
+        bench._dcobench(name, warmup + steps, on_step)
+        key = "self_cuda_time_total" if DEVICE == "cuda" else "self_cpu_time_total"
+        print(f"== {name}, batch {batch}, {steps} steps: top kernels by {key}")
+        print(prof.key_averages().table(sort_by=key, row_limit=15, max_name_column_width=70))
 
 
 INTRO = """\

@@ -39,8 +39,9 @@ def styled_prompt(prompt: str, style_identifier: str) -> str:
 
 
 def sample_identity(sample: SampleConfig) -> dict:
-    """The sampling fields that matter: the other guidance mode's scales do not change an image."""
-    out = dataclasses.asdict(sample)
+    """The sampling fields that matter: the other guidance mode's scales do not change an image, and
+    speed-only options (`sample.compile`) are never part of an id."""
+    out = config_identity(sample)
     for k in (("w_text", "w_con") if sample.guidance == "cfg" else ("cfg_scale",)):
         out.pop(k)
     return out

@@ -98,6 +98,10 @@ class SampleConfig:
                             "0 takes the final one.", non_negative)
     prompt_indices: list[int] = option([], "Use only these prompt indices (0-based) of each subject; empty uses all.",
                                        non_negative)
+    compile: bool = option(
+        False, "torch.compile the denoiser for sampling: faster denoising on a GPU after a one-off compile (a "
+        "second graph for consistency guidance's base-model pass); images match the eager path to floating-point "
+        "tolerance. Speed only: not part of cell ids.", identity=False)
 
 
 @dataclass

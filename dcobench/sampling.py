@@ -69,17 +69,30 @@ class GuidedSampler:
     def __init__(self, pipe, cond: Conditioner, resolution: int):
         self.pipe, self.cond, self.resolution = pipe, cond, resolution
         self.vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+        self._compiled = None
+
+    def denoiser(self, cfg: SampleConfig):
+        """What the forward calls go through: the denoiser, or (`sample.compile`) one compiled
+        wrapper of it, kept across cells. Adapters are still switched on the module itself, as in
+        the trainer; dynamo's guards see the switch and compile the base-model graph once."""
+        model = self.cond.denoiser
+        if not cfg.compile:
+            return model
+        if self._compiled is None or self._compiled._orig_mod is not model:
+            self._compiled = torch.compile(model)
+        return self._compiled
 
     def guided_eps(self, x, t, prompts, base_prompts, cfg: SampleConfig, guidance: str):
         family, model, n = self.cond.family, self.cond.denoiser, len(prompts)
+        fwd = self.denoiser(cfg)
         uncond = self.cond([""] * n)
         x2 = torch.cat([x, x])
         if guidance == "cfg":
-            out = family.forward(model, x2, t, cat([uncond, self.cond(prompts)]))
+            out = family.forward(fwd, x2, t, cat([uncond, self.cond(prompts)]))
             return combine_cfg(*out.chunk(2), cfg.cfg_scale)
         with torch.no_grad(), lora_disabled(model):
-            phi_uncond, phi_base = family.forward(model, x2, t, cat([uncond, self.cond(base_prompts)])).chunk(2)
-        theta = family.forward(model, x, t, self.cond(prompts))
+            phi_uncond, phi_base = family.forward(fwd, x2, t, cat([uncond, self.cond(base_prompts)])).chunk(2)
+        theta = family.forward(fwd, x, t, self.cond(prompts))
         return combine_consistency(phi_uncond, phi_base, theta, cfg.w_text, cfg.w_con)
 
     @torch.no_grad()

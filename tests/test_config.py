@@ -198,3 +198,14 @@ def test_collapsed_cells_are_run_once_and_not_counted_as_another_process(tiny_su
     assert "note: methods.dreambooth.sweep.sample.w_con has no effect under guidance=cfg" in err
     assert "1 cells in" in err and "another process" not in err, err
     assert len(list((tmp_path / "r" / "cells").iterdir())) == 1
+
+
+def test_speed_only_options_leave_every_cell_id_alone(tiny_suite):
+    """`train.compile`, `sample.compile` (and every `identity=False` option) change how fast a cell
+    runs, not its images: a run with them reuses the cells of one without."""
+    from dcobench.plan import make_plan
+
+    plain = make_plan({}, [], ["dco", "dreambooth"], "tiny")
+    fast = make_plan({}, ["train.compile=true", "sample.compile=true"], ["dco", "dreambooth"], "tiny")
+    assert [c.cell_id for c in plain.cells] == [c.cell_id for c in fast.cells]
+    assert all(c.sample.compile for c in fast.cells)

@@ -93,3 +93,23 @@ def test_unloading_restores_the_base_model(lora_pipe):
         unload_lora(pipe)
         after = unet_forward(pipe.unet, x, t, c)
     assert torch.equal(base, after)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("guidance", ["cfg", "consistency"])
+def test_sample_compile_draws_the_eager_images(lora_pipe, guidance):
+    """`sample.compile`: the compiled denoiser (a second graph with the adapters off, under
+    consistency guidance) draws the eager path's images to one 8-bit level, and the LoRA still acts."""
+    pipe, subject = lora_pipe
+    sampler = GuidedSampler(pipe, Conditioner(pipe, 32), 32)
+    jobs = grid_jobs(subject.prompts[:2], [subject.base(p) for p in subject.prompts[:2]], SampleConfig(seeds=[0]))
+    cfg = SampleConfig(steps=3, batch_size=2, cfg_scale=5.0, w_con=3.0)
+    eager = sampler.sample(jobs, cfg, guidance)
+    compiled = sampler.sample(jobs, SampleConfig(**{**cfg.__dict__, "compile": True}), guidance)
+    assert sampler._compiled is not None and sampler._compiled._orig_mod is pipe.unet
+    for a, b in zip(eager, compiled):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    if guidance == "cfg":  # the compiled graph must not have frozen the adapters' state
+        with lora_disabled(pipe.unet):
+            base = sampler.sample(jobs, SampleConfig(**{**cfg.__dict__, "compile": True}), "cfg")
+        assert any(np.abs(a.astype(int) - c.astype(int)).max() > 1 for a, c in zip(eager, base))
