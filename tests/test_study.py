@@ -62,8 +62,21 @@ def _frontier_frame(shift_b: float, noise: float = 0.01, seed: int = 0) -> pd.Da
 def test_frontier_difference_is_paired_over_units(shift, expected):
     res = stats.frontier_difference(_frontier_frame(shift, noise=0.0 if shift == 0 else 0.01), "A", "B", "clip_t",
                                     "dino")
-    assert res["n"] == 6 and res["verdict"] == expected
+    assert res["n"] == 3 and res["units"] == 6 and res["seeds"] == 2 and res["verdict"] == expected
     assert (res["estimate"] > 0) == (shift > 0) or shift == 0
+
+
+def test_the_interval_is_over_subjects_not_over_seeds():
+    """Seeds of one subject are not independent: 3 subjects x 12 seeds whose differences agree
+    within each subject but not across subjects must not look like 36 independent units."""
+    diffs = {(s, seed): base + 1e-4 * seed for s, base in (("a", 0.3), ("b", -0.1), ("c", 0.05)) for seed in range(12)}
+    res = stats.summarize(diffs, "A")
+    assert res["n"] == 3 and res["units"] == 36 and res["seeds"] == 12
+    assert res["verdict"] == stats.NO_DIFFERENCE  # 36 "independent" units would have called it ahead
+    naive = stats.summarize({str(k): v for k, v in diffs.items()}, "A")  # every unit its own cluster
+    assert naive["n"] == 36 and naive["verdict"] == "A ahead"
+    assert res["resolvable"] == pytest.approx(res["ci_high"] - res["estimate"])
+    assert res["resolvable"] > 0.2 > naive["resolvable"]
 
 
 def test_merge_difference_is_baseline_drop_minus_reference_drop():
@@ -148,7 +161,9 @@ def test_tiny_study_plans_shared_cells_once(dcobench_cache):
     sp = plan_study(spec, path)
     claims = sp.manifest["claims"]
     assert sp.manifest["claim_order"] == ["subject", "style", "merge", "captions"]
-    subject = set(claims["subject"]["arms"]["main"]["cells"])
+    by_sampler = {a: set(claims["subject"]["arms"][a]["cells"]) for a in ("cfg", "consistency")}
+    assert not by_sampler["cfg"] & by_sampler["consistency"]
+    subject = by_sampler["cfg"] | by_sampler["consistency"]
     comprehensive = set(claims["captions"]["arms"]["comprehensive"]["cells"])
     template = set(claims["captions"]["arms"]["template"]["cells"])
     assert comprehensive <= subject and not template & subject
@@ -157,7 +172,9 @@ def test_tiny_study_plans_shared_cells_once(dcobench_cache):
     lora_of_pairs = {c.train_id for c in sp.plan.merge_cells}
     assert lora_of_pairs <= {c.train_id for c in sp.plan.cells if c.method in ("dco", "dreambooth")}
     plain = make_plan(dict(spec.config), methods=["dco", "dreambooth", "dreambooth_pp"], suite="tiny")
-    assert {c.cell_id for c in plain.cells} == subject
+    # each method on its own sampler is a plain run's cells; the other sampler adds sampling cells only
+    assert {c.cell_id for c in plain.cells} < subject
+    assert {c.train_id for c in sp.plan.cells if c.cell_id in subject} == {c.train_id for c in plain.cells}
     assert describe(sp)[-1].startswith(f"in all: {len(ids)} distinct cells")
     public = claims["merge"]["arms"]["public"]["merge_cells"]
     assert set(public) - set(claims["merge"]["arms"]["main"]["merge_cells"])  # its ZipLoRA rows differ
@@ -258,7 +275,7 @@ def test_report_decides_each_claim_from_its_cells(tmp_path):
     assert got[("subject", "DCO vs dreambooth_pp", "dino")] == stats.NO_DIFFERENCE  # identical points
     assert got[("merge", "DCO direct vs dreambooth direct", "dino")] == "DCO ahead"
     assert got[("captions", "DCO: comprehensive vs template", "dino")] == "comprehensive ahead"
-    assert set(v["n"]) == {6}
+    assert set(v["n"]) == {3} and set(v["seeds"]) == {2}  # 3 subjects x 2 seeds, the interval over subjects
     md = paths["study_md"].read_text()
     for i, title in enumerate(("Subject customization", "merge", "captions"), 1):
         assert f"## Claim {i}: {title}" in md
@@ -302,10 +319,13 @@ def test_a_one_method_claim_reports_its_targets_per_subject(tmp_path):
     assert "Targets: dreambooth dino ≥ 0.45: 0.5" in findings(tmp_path / "r")
 
 
-def test_a_smaller_margin_at_this_n_is_no_difference(tmp_path):
-    run = synthetic_study(tmp_path / "run", dco_margin=0.002)
+def test_a_method_against_itself_is_no_difference_and_says_what_it_could_resolve(tmp_path):
+    """The negative control: DreamBooth's cells equal DCO's up to noise (margin 0)."""
+    run = synthetic_study(tmp_path / "run", dco_margin=0.0)
     v = pd.read_csv(write_study_report(run, tmp_path / "r")["verdicts_csv"])
-    assert v[v["comparison"] == "DCO vs dreambooth"]["verdict"].iloc[0] == stats.NO_DIFFERENCE
+    row = v[v["comparison"] == "DCO vs dreambooth"].iloc[0]
+    assert row["verdict"] == stats.NO_DIFFERENCE and 0 < row["resolvable"] < 0.2
+    assert (row["n"], row["units"], row["seeds"]) == (3, 6, 2)
 
 
 def test_unfinished_cells_are_counted_not_guessed(tmp_path):
@@ -372,7 +392,12 @@ def test_tiny_study_end_to_end(tmp_path, cli):
     # the tiny suite has no labels of its outputs: no judge carries a verdict, the intervals are still read
     assert set(v["verdict"]) == {"not calibrated on outputs"}
     assert set(v["interval_verdict"]) <= {"DCO ahead", "DCO behind", "comprehensive ahead", "comprehensive behind",
+                                          "consistency guidance ahead", "consistency guidance behind",
                                           stats.NO_DIFFERENCE}
+    # the subject claim sweeps both samplers: objective rows per sampler, sampler rows per method, as published
+    subject = v[v["claim"] == "subject"]
+    assert subject.groupby("effect").size().to_dict() == {"objective": 2 * 2 * 2, "sampler": 3 * 2,
+                                                          "as published (confounded)": 2 * 2}
     assert current_block(readme.read_text(), "tiny-paper") == findings(report)
     merges = [json.loads(p.read_text()) for p in (out / "merges").glob("*ziplora*/merge.json")]
     assert merges and all(m["merger_cos"]["before"] == pytest.approx(1.0) for m in merges)
@@ -395,3 +420,83 @@ def test_a_study_split_in_shards_runs_every_cell_once_and_the_last_shard_reports
     ids = {i for c in manifest["claims"].values() for a in c["arms"].values() for i in a["cells"] + a["merge_cells"]}
     assert {p.name for p in (out / "cells").iterdir() if (p / "result.json").is_file()} == ids
     assert planned.returncode == 0
+
+
+def _sampler_frame(objective: float, sampler: float) -> pd.DataFrame:
+    """DCO and DreamBooth under both samplers, 3 subjects x 2 seeds: consistency guidance moves every
+    point by `sampler`, DCO's objective by `objective`."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for subject in "abc":
+        for seed in (0, 1):
+            for method, obj in (("dco", objective), ("dreambooth", 0.0)):
+                for arm, samp in (("cfg", 0.0), ("consistency", sampler)):
+                    for k in (0, 1):
+                        shift = obj + samp
+                        rows.append({"method": method, "arm": arm, "subject": subject, "seed": seed,
+                                     "knob_label": f"k={k}", "clip_t": 0.8 - 0.2 * k + shift + rng.normal(0, 0.005),
+                                     "dino": 0.4 + 0.2 * k + shift + rng.normal(0, 0.005)})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("objective, sampler, want", [
+    (0.0, 0.15, {"objective": "no difference", "sampler": "consistency guidance ahead", "published": "DCO ahead"}),
+    (0.15, 0.0, {"objective": "DCO ahead", "sampler": "no difference", "published": "DCO ahead"}),
+])
+def test_samplers_separate_the_objective_from_the_sampler(objective, sampler, want):
+    """A sampler that helps every method must not read as DCO's objective: only the as-published
+    row (each method on its own sampler) mixes the two, and it says so."""
+    import baselines  # noqa: F401 - registers DreamBooth
+    from dcobench.study.claims import headline, labeller, sampler_verdicts
+
+    claim = {"kind": "frontier", "title": "", "methods": ["dco", "dreambooth"], "reference": "dco",
+             "judges": ["dino"], "headline": [], "prompt_metric": "clip_t", "targets": {},
+             "samplers": {"cfg": {"sample.cfg_scale": [1, 2]}, "consistency": {"sample.w_con": [1, 2]}},
+             "arm_order": ["cfg", "consistency"]}
+    verdicts = sampler_verdicts("subject", claim, _sampler_frame(objective, sampler), labeller({"dco": "DCO"}),
+                                ["dino"], None)
+    by = {}
+    for r in verdicts:
+        by.setdefault(r["effect"], []).append(r["interval_verdict"] if "interval_verdict" in r else r["verdict"])
+    assert len(by["objective"]) == 2 and len(by["sampler"]) == 2 and len(by["as published (confounded)"]) == 1
+    assert all(v.startswith(want["objective"]) for v in by["objective"])
+    assert all(v.startswith(want["sampler"]) for v in by["sampler"])
+    assert by["as published (confounded)"][0] == want["published"]
+    line = headline(verdicts, ["dino"])
+    assert "both under CFG" in line and "as published" not in line  # the one line is the objective effect
+    assert any(r["comparison"].endswith("CONFOUNDED with the sampler") for r in verdicts)
+
+
+def test_a_sampler_arm_replaces_each_methods_sweep(tmp_path):
+    from dcobench.study.spec import ClaimSpec, claim_arms, StudySpec
+
+    spec = StudySpec(name="s", config={"methods": {"dco": {"beta": 5.0, "sweep": {"sample.w_con": [1, 2]}},
+                                                   "dreambooth": {"sweep": {"sample.cfg_scale": [1.5, 3]}}}})
+    claim = ClaimSpec(methods=["dco", "dreambooth"], judges=["dino"],
+                      samplers={"cfg": {"sample.cfg_scale": [1.5, 3]}, "consistency": {"sample.w_con": [1, 2]}})
+    arms = {a.name: a for a in claim_arms(spec, tmp_path / "s.yaml", "subject", claim)}
+    assert set(arms) == {"cfg", "consistency"}
+    assert arms["cfg"].config["sample"]["guidance"] == "cfg"
+    assert arms["cfg"].config["methods"]["dco"] == {"beta": 5.0, "sweep": {"sample.cfg_scale": [1.5, 3]}}
+    assert arms["consistency"].config["methods"]["dreambooth"]["sweep"] == {"sample.w_con": [1, 2]}
+    assert spec.config["methods"]["dco"]["sweep"] == {"sample.w_con": [1, 2]}  # the study's config is untouched
+
+
+@pytest.mark.parametrize("samplers, kind, match", [
+    ({"cfg": {"sample.cfg_scale": [1]}, "euler": {"sample.w_con": [1]}}, "frontier", r"samplers\.euler: unknown sampler"),
+    ({"cfg": {"train.steps": [1]}, "consistency": {"sample.w_con": [1]}}, "frontier", "not a sampling knob"),
+    ({"cfg": {"sample.cfg_scale": [1]}}, "frontier", "name both cfg and consistency"),
+    ({"cfg": {"sample.cfg_scale": [1]}, "consistency": {"sample.w_con": [1]}}, "captions", "only a frontier claim"),
+])
+def test_bad_samplers_fail_naming_the_field(tmp_path, samplers, kind, match):
+    import yaml
+
+    from dcobench.study.spec import load_study
+
+    claim = {"kind": kind, "methods": ["dco", "dreambooth"], "judges": ["dino"], "samplers": samplers}
+    if kind == "captions":
+        claim["arms"] = {"a": {}, "b": {}}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "claims": {"subject": claim}}))
+    with pytest.raises(DcoError, match=match):
+        load_study(str(path))

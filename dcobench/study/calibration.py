@@ -59,3 +59,16 @@ def gate(rows: list[dict], calibrated: dict[str, tuple[bool, str]]) -> list[dict
         row["calibrated"] = ok
         row["verdict"] = row["interval_verdict"] if ok else NOT_CALIBRATED
     return rows
+
+
+def verdict_row(section: str, comparison: str, judge: str, statistic: str, result: dict, head: bool,
+         calibrated: dict | None = None, **extra) -> dict:
+    """One verdict row; on a judge that misses the headline rule (this module) the verdict is
+    NOT_CALIBRATED and the interval's own reading is kept as `interval_verdict`."""
+    from ..metrics import metric_meta
+
+    row = {"claim": section, "comparison": comparison, "judge": judge, "judge_label": metric_meta(judge)["label"],
+           "statistic": statistic, **{k: result[k] for k in ("estimate", "ci_low", "ci_high", "n", "verdict")},
+           **{k: result[k] for k in ("units", "seeds", "resolvable") if k in result},
+           "headline": head, **extra}
+    return gate([row], calibrated or {})[0]

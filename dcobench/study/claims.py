@@ -20,7 +20,8 @@ from ..report.merges import ALONE_LABEL, display, interference_table, pair_drops
 from ..report.pareto import pareto_figure
 from ..report.tables import display_rows, summarise
 from ..store import read_json
-from .calibration import gate
+from .calibration import verdict_row
+from .samplers import SAMPLER_LABEL, sampler_verdicts
 from .stats import frontier_difference, paired_difference
 
 
@@ -58,16 +59,32 @@ def fmt(v: float, signed: bool = False) -> str:
     return "–" if not math.isfinite(v) else (f"{v:+.3f}" if signed else f"{v:.3f}")
 
 
+def sample_size(row: dict) -> str:
+    """"3 subjects × 2 seeds" (the interval is over the subjects)."""
+    seeds = row.get("seeds", 1)
+    return f"{row['n']} subjects" + (f" × {seeds} seeds" if seeds > 1 else "")
+
+
+def resolves(row: dict) -> str:
+    half = row.get("resolvable", math.nan)
+    return f"±{half:.3f}" if isinstance(half, float) and math.isfinite(half) else "–"
+
+
 def interval(row: dict) -> str:
     ci = f"[{fmt(row['ci_low'], True)}, {fmt(row['ci_high'], True)}]" if math.isfinite(row["ci_low"]) else "no CI"
-    return f"{row['statistic']} {fmt(row['estimate'], True)}, 95% CI {ci}, n = {row['n']}"
+    return (f"{row['statistic']} {fmt(row['estimate'], True)}, 95% CI {ci}, {sample_size(row)}; "
+            f"resolves effects beyond {resolves(row)}")
 
 
 def verdict_table(rows: list[dict]) -> tuple[str, list[str], list[list[str]]]:
-    header = ["comparison", "judge", "statistic", "estimate", "95% CI", "n", "verdict"]
-    body = [[r["comparison"], r["judge_label"], r["statistic"], fmt(r["estimate"], True),
-             f"[{fmt(r['ci_low'], True)}, {fmt(r['ci_high'], True)}]", str(r["n"]), r["verdict"]] for r in rows]
-    return "Verdicts (paired over units; see the rule above)", header, body
+    effect = any("effect" in r for r in rows)
+    header = (["effect"] if effect else []) + ["comparison", "judge", "statistic", "estimate", "95% CI",
+                                               "subjects × seeds", "resolvable", "verdict"]
+    body = [([r.get("effect", "")] if effect else []) +
+            [r["comparison"], r["judge_label"], r["statistic"], fmt(r["estimate"], True),
+             f"[{fmt(r['ci_low'], True)}, {fmt(r['ci_high'], True)}]", f"{r['n']} × {r.get('seeds', 1)}",
+             resolves(r), r["verdict"]] for r in rows]
+    return "Verdicts (paired over units, interval over subjects; see the rule above)", header, body
 
 
 def headline(rows: list[dict], judges: list[str]) -> str:
@@ -79,16 +96,6 @@ def headline(rows: list[dict], judges: list[str]) -> str:
             parts.append(f"{mine[0]['judge_label']}: " + "; ".join(
                 f"{r['comparison']}: **{r['verdict']}** ({interval(r)})" for r in mine))
     return " — ".join(parts) or "no comparison could be computed (no finished cells)"
-
-
-def _row(section: str, comparison: str, judge: str, statistic: str, result: dict, head: bool,
-         calibrated: dict | None = None, **extra) -> dict:
-    """One verdict row; on a judge that misses the headline rule (`calibration.py`) the verdict is
-    NOT_CALIBRATED and the interval's own reading is kept as `interval_verdict`."""
-    row = {"claim": section, "comparison": comparison, "judge": judge, "judge_label": metric_meta(judge)["label"],
-           "statistic": statistic, **{k: result[k] for k in ("estimate", "ci_low", "ci_high", "n", "verdict")},
-           "headline": head, **extra}
-    return gate([row], calibrated or {})[0]
 
 
 def _points(df: pd.DataFrame, columns: list[str], caption: str, label: str):
@@ -130,15 +137,20 @@ def frontier_section(name: str, claim: dict, df: pd.DataFrame, labels: dict, cal
     lab = labeller(labels)
     sec = Section(name, claim["kind"], claim["title"] or name)
     x, judges, ref = claim["prompt_metric"], claim["judges"], claim["reference"]
-    summary, sec.frames, sec.tables = _points(_shown(df, method=df["method"].map(lab)), judges + [x],
+    samplers = claim.get("samplers") or {}
+    shown = df["method"].map(lab) if not samplers else \
+        [f"{lab(m)} ({SAMPLER_LABEL[a]})" for m, a in zip(df["method"], df["arm"])]
+    summary, sec.frames, sec.tables = _points(_shown(df, method=shown), judges + [x],
                                               "Points: mean ± 95% CI over units", "method")
     summary.attrs["pareto_metrics"] = judges
     sec.figure = pareto_figure(summary, title=f"{sec.title}: fidelity vs {metric_meta(x)['label']}")
     heads = claim["headline"] or judges[:1]
-    for b in [m for m in claim["methods"] if m != ref]:
+    if samplers:
+        sec.verdicts = sampler_verdicts(name, claim, df, lab, heads, calibrated)
+    for b in [m for m in claim["methods"] if m != ref] if not samplers else []:
         for y in judges:
             res = frontier_difference(df, ref, b, x, y, label=lab(ref))
-            sec.verdicts.append(_row(name, f"{lab(ref)} vs {lab(b)}", y, "ΔHV", res, y in heads,
+            sec.verdicts.append(verdict_row(name, f"{lab(ref)} vs {lab(b)}", y, "ΔHV", res, y in heads,
                                      tested=ref, against=b, calibrated=calibrated))
     if sec.verdicts:
         sec.tables.append(verdict_table(sec.verdicts))
@@ -178,7 +190,7 @@ def captions_section(name: str, claim: dict, df: pd.DataFrame, labels: dict, cal
     for m in claim["methods"]:
         for y in judges:
             res = frontier_difference(df[df["method"] == m], a, b, x, y, group="arm", label=lab(a))
-            sec.verdicts.append(_row(name, f"{lab(m)}: {lab(a)} vs {lab(b)}", y, "ΔHV", res, y in heads,
+            sec.verdicts.append(verdict_row(name, f"{lab(m)}: {lab(a)} vs {lab(b)}", y, "ΔHV", res, y in heads,
                                      tested=f"{m}:{a}", against=f"{m}:{b}", calibrated=calibrated))
     sec.tables.append(verdict_table(sec.verdicts))
     sec.line = headline(sec.verdicts, heads)
@@ -226,7 +238,7 @@ def merge_section(name: str, claim: dict, df: pd.DataFrame, labels: dict, run_di
         for b, merge in sorted({(b, g) for b, g in zip(rows_of["method"], rows_of["merge"]) if b != ref}):
             res = paired_difference(drops, {"method": ref, "merge": ref_merge}, {"method": b, "merge": merge},
                                     f"drop_{j}", lab(ref))
-            sec.verdicts.append(_row(name, f"{lab(ref)} {lab(ref_merge)} vs {lab(b)} {lab(merge)}", j, "Δdrop", res,
+            sec.verdicts.append(verdict_row(name, f"{lab(ref)} {lab(ref_merge)} vs {lab(b)} {lab(merge)}", j, "Δdrop", res,
                                      j in heads, tested=f"{ref}:{ref_merge}", against=f"{b}:{merge}", calibrated=calibrated))
     sec.tables.append(verdict_table(sec.verdicts))
     sec.line = headline(sec.verdicts, heads)
@@ -236,7 +248,7 @@ def merge_section(name: str, claim: dict, df: pd.DataFrame, labels: dict, run_di
             sign = 1.0 if metric_meta(j)["higher_is_better"] else -1.0
             res = paired_difference(drops, {"method": m, "merge": ref_merge}, {"method": m, "merge": merge}, j,
                                     lab(merge), sign=sign)
-            zip_rows.append(_row(name, f"{lab(m)}: {lab(merge)} vs {lab(ref_merge)}", j, "Δscore", res, False,
+            zip_rows.append(verdict_row(name, f"{lab(m)}: {lab(merge)} vs {lab(ref_merge)}", j, "Δscore", res, False,
                                  tested=f"{m}:{merge}", against=f"{m}:{ref_merge}", calibrated=calibrated))
     if zip_rows:
         caption, header, body = verdict_table(zip_rows)

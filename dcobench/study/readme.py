@@ -38,6 +38,10 @@ def _rows(df: pd.DataFrame) -> list[dict]:
     for r in rows:
         r["n"] = int(r["n"])
         r["headline"] = bool(r["headline"])
+        seeds = r.get("seeds")
+        r["seeds"] = int(seeds) if isinstance(seeds, (int, float)) and math.isfinite(seeds) else 1
+        if not isinstance(r.get("effect"), str):  # rows of claims without samplers (NaN in the CSV)
+            r.pop("effect", None)
     return rows
 
 

@@ -1,7 +1,8 @@
 """The study report: a pure fold over `study.json` and the cells it names.
 
     REPORT/study.md, index.html      one section per claim: its one-line verdict, figure and tables
-    REPORT/verdicts.csv              every comparison: estimate, 95% CI, n, verdict (the findings' source)
+    REPORT/verdicts.csv              every comparison: effect, estimate, 95% CI, n subjects, units, seeds,
+                                     resolvable, verdict (the findings' source)
     REPORT/<claim>.png / .svg        the claim's figure
     REPORT/<claim>-<table>.csv       its tables (points, merge, vs_direct, mergers)
     REPORT/study.json                the manifest it was folded from
@@ -29,7 +30,10 @@ from .claims import Section, captions_section, frontier_section, merge_section
 from .run import MANIFEST, ordered_claims
 
 RULE = ("Verdict rule: per replication unit (subject or style × training seed; for merges subject × style × seed), "
-        "the difference between the two sides, then the mean and its 95% Student-t interval over the n units. "
+        "the difference between the two sides; the units' differences are averaged within each subject (or style: "
+        "training seeds of one subject give nearly the same LoRA, so they are not independent), then the mean and "
+        "its 95% Student-t interval over the n subjects. Each interval's half-width is the smallest effect it could "
+        "resolve: a 'no difference' row says no difference larger than that with n subjects. "
         "Frontiers are compared by ΔHV, the difference of the normalised hypervolumes (areas dominated by each "
         "side's points in the prompt-fidelity × fidelity plane, reference point 10% of the range below the worst "
         "values); merges by Δdrop, the baseline merge's drop minus the reference merge's. Interval above 0: "
@@ -182,9 +186,9 @@ def write_study_report(run_dir: str | Path, out_dir: str | Path | None = None, l
             paths[f"{sec.name}-{key}"] = out / f"{sec.name}-{key}.csv"
             atomic_write_bytes(paths[f"{sec.name}-{key}"], _csv(frame))
     verdicts = pd.DataFrame([{**r, "title": s.title} for s in sections for r in s.verdicts],
-                            columns=["claim", "title", "comparison", "tested", "against", "judge", "judge_label",
-                                     "statistic", "estimate", "ci_low", "ci_high", "n", "verdict", "headline",
-                                     "interval_verdict", "calibrated"])
+                            columns=["claim", "title", "effect", "comparison", "tested", "against", "judge",
+                                     "judge_label", "statistic", "estimate", "ci_low", "ci_high", "n", "units", "seeds",
+                                     "resolvable", "verdict", "headline", "interval_verdict", "calibrated"])
     paths["verdicts_csv"] = out / "verdicts.csv"
     atomic_write_bytes(paths["verdicts_csv"], _csv(verdicts))
     paths["study_md"] = out / "study.md"

@@ -20,6 +20,7 @@ unknown key or kind fails at once, naming it.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from ..config import deep_merge, from_dict, load_yaml, option
 from ..errors import DcoError
 
 KINDS = ("frontier", "merge", "captions")
+SAMPLERS = {"cfg": "sample.cfg_scale", "consistency": "sample.w_con"}  # sampler -> the knob its sweep usually varies
 
 
 @dataclass
@@ -50,6 +52,11 @@ class ClaimSpec:
                                       "at its public settings); their merge rows are labelled '<merge> (<name>)'.")
     arms: dict[str, Any] = option({}, "captions: exactly two arms, name -> overlay; the first is tested against "
                                   "the second, per method.")
+    samplers: dict[str, dict[str, Any]] = option(
+        {}, "frontier: sampler -> its sweep, e.g. {cfg: {sample.cfg_scale: [1.5, 3]}, consistency: {sample.w_con: [1, "
+        "2]}}. Every method is then swept under each sampler on the same LoRAs (sampling cells only), and the "
+        "verdicts separate the objective effect (the methods under one sampler), the sampler effect (one method's "
+        "LoRAs under both) and the as-published comparison (each method on its own default sampler: confounded).")
     targets: dict[str, dict[str, float]] = option(
         {}, "Checks the report states as met or not: frontier: method -> {judge: minimum of its best point}; "
         "merge: merge -> {merger_cos_fall: minimum relative fall of mean |cos(m1, m2)|} (e.g. ziplora: 0.5).")
@@ -131,6 +138,21 @@ def _check_claim(path: Path, name: str, c: ClaimSpec) -> None:
         raise DcoError(f"{where}.arms: only a captions claim has arms; use variants for a merge claim")
     if c.kind != "merge" and (c.variants or c.styles):
         raise DcoError(f"{where}: variants and styles belong to a merge claim")
+    if c.samplers and c.kind != "frontier":
+        raise DcoError(f"{where}.samplers: only a frontier claim sweeps samplers; sample a merge claim at one "
+                       "guidance per method in its config")
+    for s, sweep in c.samplers.items():
+        if s not in SAMPLERS:
+            raise DcoError(f"{where}.samplers.{s}: unknown sampler; use {' or '.join(SAMPLERS)}")
+        if not isinstance(sweep, dict) or not sweep:
+            raise DcoError(f"{where}.samplers.{s}: give its sweep as a mapping, e.g. {{{SAMPLERS[s]}: [1, 2]}}")
+        bad = [k for k in sweep if not str(k).startswith("sample.")]
+        if bad:
+            raise DcoError(f"{where}.samplers.{s}: '{bad[0]}' is not a sampling knob; a sampler's sweep varies "
+                           f"sample.* keys only (e.g. {SAMPLERS[s]}), so that every sampler reuses the same LoRAs")
+    if len(c.samplers) == 1:
+        raise DcoError(f"{where}.samplers: name both cfg and consistency (or leave it out and each method keeps "
+                       "its own sweep)")
 
 
 def overlay(value, study_file: Path, where: str) -> dict:
@@ -149,6 +171,8 @@ def claim_arms(spec: StudySpec, study_file: Path, name: str, c: ClaimSpec) -> li
     base = deep_merge(spec.config, c.config)
     if c.subjects:
         base["subjects"] = list(c.subjects)
+    if c.kind == "frontier" and c.samplers:
+        return [sampler_arm(name, s, base, sweep, list(c.methods)) for s, sweep in c.samplers.items()]
     if c.kind == "frontier":
         return [Arm(name, "main", base, list(c.methods))]
     if c.kind == "merge":
@@ -161,3 +185,14 @@ def claim_arms(spec: StudySpec, study_file: Path, name: str, c: ClaimSpec) -> li
         return arms
     return [Arm(name, a, deep_merge(base, overlay(value, study_file, f"claims.{name}.arms.{a}")), list(c.methods))
             for a, value in c.arms.items()]
+
+
+def sampler_arm(claim: str, sampler: str, base: dict, sweep: dict, methods: list[str]) -> Arm:
+    """The arm of one sampler: every method's sweep *replaced* by the sampler's (a merge would keep
+    the method's own knob beside it and sweep their product) and `sample.guidance` set to it."""
+    cfg = copy.deepcopy(base)
+    cfg.setdefault("sample", {})["guidance"] = sampler
+    for m in methods:
+        entry = cfg.setdefault("methods", {}).setdefault(m, {})
+        entry["sweep"] = copy.deepcopy(sweep)
+    return Arm(claim, sampler, cfg, methods)

@@ -22,8 +22,15 @@ per-pair difference of drops, baseline merge minus reference merge, so positive 
 reference (DCO's direct merge) interferes less. ZipLoRA against the direct merge is the per-pair
 score difference, ZipLoRA minus direct, in the metric's better direction.
 
-**Interval and verdict.** The per-unit differences give a mean and a 95% Student-t interval over
-the n units (the same interval as every table of the report). If the interval lies above 0 the
+**Clusters.** Units are nested in subjects: the training seeds of one subject give nearly the same
+LoRA, so treating subject x seed units as independent would be pseudo-replication. The per-unit
+differences are first averaged within each subject (the first element of a unit: the subject, or
+the style of a style claim), and the interval is over the n subjects. Each row also carries the
+number of units and seeds, and `resolvable`, the interval's half-width: the smallest effect the
+interval could have told from 0 ("no difference larger than ±X with n subjects").
+
+**Interval and verdict.** The per-subject differences give a mean and a 95% Student-t interval
+over the n subjects. If the interval lies above 0 the
 verdict is "<A> ahead", below 0 "<A> behind", and if it contains 0, or n < 2 gives no interval,
 "no difference at this n". Nothing else enters: the verdict is computed, never written by hand.
 """
@@ -67,10 +74,17 @@ def verdict(lo: float, hi: float, a: str) -> str:
 
 
 def summarize(diffs: dict, a: str) -> dict:
-    """Mean, 95% t-interval, n and verdict of per-unit differences {unit: value}."""
-    mean, half, n = mean_ci(list(diffs.values()))
+    """Mean, 95% t-interval over subjects, n (subjects), units, seeds, resolvable (the half-width)
+    and verdict of per-unit differences {unit: value}; a unit is a tuple whose first element is its
+    subject (a bare key is its own subject)."""
+    clusters: dict = {}
+    for unit, value in diffs.items():
+        clusters.setdefault(unit[0] if isinstance(unit, tuple) else unit, []).append(value)
+    mean, half, n = mean_ci([float(np.mean(v)) for v in clusters.values()])
     lo, hi = (mean - half, mean + half) if math.isfinite(half) else (math.nan, math.nan)
-    return {"estimate": mean, "ci_low": lo, "ci_high": hi, "n": n, "verdict": verdict(lo, hi, a)}
+    seeds = {u[-1] for u in diffs if isinstance(u, tuple) and len(u) > 1}
+    return {"estimate": mean, "ci_low": lo, "ci_high": hi, "n": n, "units": len(diffs), "seeds": len(seeds) or 1,
+            "resolvable": half, "verdict": verdict(lo, hi, a)}
 
 
 def oriented(df: pd.DataFrame, metric: str) -> pd.Series:

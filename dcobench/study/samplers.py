@@ -1,0 +1,52 @@
+"""Objective x sampler: the verdict rows of a frontier claim swept under both samplers (`samplers:`).
+
+DCO's consistency guidance works on any adapter, so a frontier difference between DCO on consistency
+guidance and DreamBooth on CFG mixes two causes. With `samplers:` every method is sampled under both,
+on the same LoRAs, and each kind of row varies one factor: the objective (the methods under one
+sampler), the sampler (one method's LoRAs under both), or, labelled confounded, both at once (each
+method on its own default sampler, as papers compare them).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .calibration import verdict_row
+from .stats import frontier_difference
+
+SAMPLER_LABEL = {"cfg": "CFG", "consistency": "consistency guidance"}
+
+
+def sampler_verdicts(name: str, claim: dict, df: pd.DataFrame, lab, heads: list[str], calibrated) -> list[dict]:
+    """A claim swept under both samplers (`samplers:`): three kinds of rows, one factor varied in each.
+    - objective effect: the reference against each other method under the same sampler (one row
+      per sampler); the claim's one-line verdict is made of these;
+    - sampler effect: consistency guidance against CFG on the same LoRAs, one row per method;
+    - as published: each method on its own default sampler, labelled confounded."""
+    from ..registry import METHODS
+
+    x, judges, ref = claim["prompt_metric"], claim["judges"], claim["reference"]
+    others = [m for m in claim["methods"] if m != ref]
+    rows = []
+    for s in claim["arm_order"]:
+        for b in others:
+            for y in judges:
+                res = frontier_difference(df[df["arm"] == s], ref, b, x, y, label=lab(ref))
+                rows.append(verdict_row(name, f"{lab(ref)} vs {lab(b)}, both under {SAMPLER_LABEL[s]}", y, "ΔHV", res,
+                                 y in heads, tested=ref, against=b, effect="objective", sampler=s,
+                                 calibrated=calibrated))
+    for m in claim["methods"]:
+        for y in judges:
+            res = frontier_difference(df[df["method"] == m], "consistency", "cfg", x, y, group="arm",
+                                      label="consistency guidance")
+            rows.append(verdict_row(name, f"{lab(m)}: consistency guidance vs CFG, same LoRAs", y, "ΔHV", res, False,
+                             tested=f"{m}:consistency", against=f"{m}:cfg", effect="sampler", calibrated=calibrated))
+    own = {m: METHODS.get(m).default_guidance for m in claim["methods"]}
+    published = df[[arm == own[m] for m, arm in zip(df["method"], df["arm"])]]
+    for b in others:
+        for y in judges:
+            res = frontier_difference(published, ref, b, x, y, label=lab(ref))
+            rows.append(verdict_row(name, f"{lab(ref)} ({SAMPLER_LABEL[own[ref]]}) vs {lab(b)} ({SAMPLER_LABEL[own[b]]}): "
+                             "as published, CONFOUNDED with the sampler", y, "ΔHV", res, False, tested=ref,
+                             against=b, effect="as published (confounded)", calibrated=calibrated))
+    return rows
