@@ -228,6 +228,9 @@ def main():
     args = ap.parse_args()
     if args.profile:
         return profile(args.profile.split(","), args.steps, args.warmup, args.batch)
+    if args.batch > 1 and any(n.startswith("example") for n in args.configs.split(",")):
+        raise SystemExit("--batch > 1: the example loop runs at batch 1 only, so its rows would not compare; "
+                         "leave the example-* configurations out")
     names = args.configs.split(",")
     unknown = set(names) - set(CONFIGS)
     if unknown:

@@ -75,8 +75,8 @@ def test_the_interval_is_over_subjects_not_over_seeds():
     assert res["verdict"] == stats.NO_DIFFERENCE  # 36 "independent" units would have called it ahead
     naive = stats.summarize({str(k): v for k, v in diffs.items()}, "A")  # every unit its own cluster
     assert naive["n"] == 36 and naive["verdict"] == "A ahead"
-    assert res["resolvable"] == pytest.approx(res["ci_high"] - res["estimate"])
-    assert res["resolvable"] > 0.2 > naive["resolvable"]
+    assert res["half_width"] == pytest.approx(res["ci_high"] - res["estimate"])
+    assert res["bound"] == pytest.approx(max(-res["ci_low"], res["ci_high"])) and res["bound"] > 0.2
 
 
 def test_merge_difference_is_baseline_drop_minus_reference_drop():
@@ -128,7 +128,9 @@ def test_shipped_studies_parse_and_name_known_metrics():
 
     for name in ("micro_paper", "tiny_paper"):
         spec, _ = load_study(name)
-        assert [c.kind for c in spec.claims.values()] == ["frontier", "frontier", "merge", "captions"]
+        kinds = [c.kind for c in spec.claims.values()]
+        assert kinds[:4] == ["frontier", "frontier", "merge", "captions"]  # the paper's four claims
+        assert kinds[4:] == (["arms", "arms"] if name == "micro_paper" else [])  # then the two controls
         for claim in spec.claims.values():
             for m in claim.judges + [claim.prompt_metric]:
                 metric_meta(m)
@@ -319,12 +321,12 @@ def test_a_one_method_claim_reports_its_targets_per_subject(tmp_path):
     assert "Targets: dreambooth dino ≥ 0.45: 0.5" in findings(tmp_path / "r")
 
 
-def test_a_method_against_itself_is_no_difference_and_says_what_it_could_resolve(tmp_path):
+def test_a_method_against_itself_is_no_difference_and_says_what_it_rules_out(tmp_path):
     """The negative control: DreamBooth's cells equal DCO's up to noise (margin 0)."""
     run = synthetic_study(tmp_path / "run", dco_margin=0.0)
     v = pd.read_csv(write_study_report(run, tmp_path / "r")["verdicts_csv"])
     row = v[v["comparison"] == "DCO vs dreambooth"].iloc[0]
-    assert row["verdict"] == stats.NO_DIFFERENCE and 0 < row["resolvable"] < 0.2
+    assert row["verdict"] == stats.NO_DIFFERENCE and 0 < row["half_width"] <= row["bound"] < 0.2
     assert (row["n"], row["units"], row["seeds"]) == (3, 6, 2)
 
 
@@ -373,7 +375,8 @@ def test_committed_readme_findings_match_the_committed_study():
     headline = current_block((ROOT / "README.md").read_text(), f"{name}:headline")
     assert headline == headline_findings(report), "README headline findings drifted: run `make study`"
     claims = [line for line in headline.splitlines() if line.startswith("- **Claim ")]
-    assert len(claims) == 4 and "|" not in headline, "the headline has each claim's one line and no tables"
+    n_claims = len(json.loads((report / "study.json").read_text())["claim_order"])
+    assert len(claims) == n_claims and "|" not in headline, "the headline has each claim's one line and no tables"
     assert all(c.removeprefix("- ") in block for c in claims), "each headline line is a line of the findings"
 
 
@@ -484,7 +487,8 @@ def test_a_sampler_arm_replaces_each_methods_sweep(tmp_path):
 
 @pytest.mark.parametrize("samplers, kind, match", [
     ({"cfg": {"sample.cfg_scale": [1]}, "euler": {"sample.w_con": [1]}}, "frontier", r"samplers\.euler: unknown sampler"),
-    ({"cfg": {"train.steps": [1]}, "consistency": {"sample.w_con": [1]}}, "frontier", "not a sampling knob"),
+    ({"cfg": {"train.steps": [1]}, "consistency": {"sample.w_con": [1]}}, "frontier", "cannot be swept here"),
+    ({"cfg": {"sample.guidance": ["cfg"]}, "consistency": {"sample.w_con": [1]}}, "frontier", "sample.guidance"),
     ({"cfg": {"sample.cfg_scale": [1]}}, "frontier", "name both cfg and consistency"),
     ({"cfg": {"sample.cfg_scale": [1]}, "consistency": {"sample.w_con": [1]}}, "captions", "only a frontier claim"),
 ])
@@ -500,3 +504,63 @@ def test_bad_samplers_fail_naming_the_field(tmp_path, samplers, kind, match):
     path.write_text(yaml.safe_dump({"name": "s", "claims": {"subject": claim}}))
     with pytest.raises(DcoError, match=match):
         load_study(str(path))
+
+
+def test_an_arms_claim_on_disjoint_seeds_pairs_by_subject():
+    """The negative control's design: two arms of one method on different training seeds share no
+    (subject, seed) unit, so they are paired by subject (`units: [subject]`)."""
+    frame = _frontier_frame(0.0, noise=0.01)
+    frame["arm"] = np.where(frame["method"] == "A", "first", "second")
+    frame.loc[frame["arm"] == "second", "seed"] += 2  # disjoint seeds
+    frame["method"] = "dreambooth"
+    by_unit = stats.frontier_difference(frame, "first", "second", "clip_t", "dino", group="arm")
+    assert by_unit["n"] == 0  # nothing to pair on (subject, seed)
+    by_subject = stats.frontier_difference(frame, "first", "second", "clip_t", "dino", group="arm",
+                                           units=("subject",))
+    assert by_subject["n"] == 3 and by_subject["verdict"] == stats.NO_DIFFERENCE
+
+
+@pytest.mark.parametrize("claim, match", [
+    ({"kind": "arms", "arms": {"a": {}}}, "exactly two arms"),
+    ({"kind": "arms", "arms": {"a": {}, "b": {}}, "units": ["seed"]}, r"units: use \[subject, seed\]"),
+    ({"kind": "frontier", "units": ["subject"]}, "only a captions or arms claim"),
+])
+def test_bad_arms_claims_fail_naming_the_field(tmp_path, claim, match):
+    import yaml
+
+    from dcobench.study.spec import load_study
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "claims": {"c": {"methods": ["dco", "dreambooth"],
+                                                                  "judges": ["dino"], **claim}}}))
+    with pytest.raises(DcoError, match=match):
+        load_study(str(path))
+
+
+def test_a_guidance_override_cannot_undo_the_sampler_arms(dcobench_cache):
+    from dcobench.study.run import plan_study
+    from dcobench.study.spec import load_study
+
+    spec, path = load_study("tiny_paper")
+    with pytest.raises(DcoError, match=r"claims\.subject \(consistency\): a sample\.guidance override"):
+        plan_study(spec, path, ["sample.guidance=cfg"])
+
+
+def test_controls_are_checked_against_what_the_study_file_expects():
+    from dcobench.study.claims import labeller
+    from dcobench.study.controls import check_lines, control_checks
+
+    claim = {"kind": "arms", "title": "", "headline": [], "judges": ["dino"]}
+    manifest = {"claim_order": ["pos", "neg"], "claims": {
+        "pos": {**claim, "expect": "ahead", "arm_order": ["full", "quarter"], "title": "positive"},
+        "neg": {**claim, "expect": "even", "arm_order": ["a", "b"], "title": "negative"}}}
+    row = {"judge": "dino", "judge_label": "DINO", "statistic": "ΔHV", "estimate": 0.1, "ci_low": -0.1,
+           "ci_high": 0.3, "n": 3, "verdict": "not calibrated on outputs"}
+    rows = [{**row, "claim": "pos", "interval_verdict": stats.NO_DIFFERENCE},
+            {**row, "claim": "neg", "interval_verdict": stats.NO_DIFFERENCE}]
+    checks = control_checks(manifest, rows, labeller({}))
+    assert [ok for ok, _ in checks] == [False, True]  # the weakened copy was not told apart: the instrument failed
+    assert any("A check failed" in line for line in check_lines(checks))
+    rows[0]["interval_verdict"] = "full ahead"
+    assert [ok for ok, _ in control_checks(manifest, rows, labeller({}))] == [True, True]
+    assert not any("A check failed" in line for line in check_lines(control_checks(manifest, rows, labeller({}))))

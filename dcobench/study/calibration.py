@@ -69,6 +69,6 @@ def verdict_row(section: str, comparison: str, judge: str, statistic: str, resul
 
     row = {"claim": section, "comparison": comparison, "judge": judge, "judge_label": metric_meta(judge)["label"],
            "statistic": statistic, **{k: result[k] for k in ("estimate", "ci_low", "ci_high", "n", "verdict")},
-           **{k: result[k] for k in ("units", "seeds", "resolvable") if k in result},
+           **{k: result[k] for k in ("units", "seeds", "half_width", "bound") if k in result},
            "headline": head, **extra}
     return gate([row], calibrated or {})[0]

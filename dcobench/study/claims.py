@@ -65,25 +65,28 @@ def sample_size(row: dict) -> str:
     return f"{row['n']} subjects" + (f" × {seeds} seeds" if seeds > 1 else "")
 
 
-def resolves(row: dict) -> str:
-    half = row.get("resolvable", math.nan)
-    return f"±{half:.3f}" if isinstance(half, float) and math.isfinite(half) else "–"
+def rules_out(row: dict) -> str:
+    """"±0.063" for an interval that contains 0 (it rules out every effect beyond its farther end), else "–"."""
+    lo, hi, bound = row["ci_low"], row["ci_high"], row.get("bound", math.nan)
+    contains_zero = math.isfinite(lo) and math.isfinite(hi) and lo <= 0 <= hi
+    return f"±{bound:.3f}" if contains_zero and isinstance(bound, float) and math.isfinite(bound) else "–"
 
 
 def interval(row: dict) -> str:
     ci = f"[{fmt(row['ci_low'], True)}, {fmt(row['ci_high'], True)}]" if math.isfinite(row["ci_low"]) else "no CI"
-    return (f"{row['statistic']} {fmt(row['estimate'], True)}, 95% CI {ci}, {sample_size(row)}; "
-            f"resolves effects beyond {resolves(row)}")
+    bound = rules_out(row)
+    return (f"{row['statistic']} {fmt(row['estimate'], True)}, 95% CI {ci}, {sample_size(row)}"
+            + (f"; no difference larger than {bound}" if bound != "–" else ""))
 
 
 def verdict_table(rows: list[dict]) -> tuple[str, list[str], list[list[str]]]:
     effect = any("effect" in r for r in rows)
     header = (["effect"] if effect else []) + ["comparison", "judge", "statistic", "estimate", "95% CI",
-                                               "subjects × seeds", "resolvable", "verdict"]
+                                               "subjects × seeds", "rules out beyond", "verdict"]
     body = [([r.get("effect", "")] if effect else []) +
             [r["comparison"], r["judge_label"], r["statistic"], fmt(r["estimate"], True),
              f"[{fmt(r['ci_low'], True)}, {fmt(r['ci_high'], True)}]", f"{r['n']} × {r.get('seeds', 1)}",
-             resolves(r), r["verdict"]] for r in rows]
+             rules_out(r), r["verdict"]] for r in rows]
     return "Verdicts (paired over units, interval over subjects; see the rule above)", header, body
 
 
@@ -177,19 +180,22 @@ def frontier_section(name: str, claim: dict, df: pd.DataFrame, labels: dict, cal
 
 
 def captions_section(name: str, claim: dict, df: pd.DataFrame, labels: dict, calibrated: dict | None = None) -> Section:
+    """A captions or arms claim: per method and judge, the first arm's frontier against the second's."""
     lab = labeller(labels)
     sec = Section(name, claim["kind"], claim["title"] or name)
     x, judges = claim["prompt_metric"], claim["judges"]
     a, b = claim["arm_order"]
     shown = _shown(df, method=[f"{lab(m)} ({lab(arm)})" for m, arm in zip(df["method"], df["arm"])])
-    summary, sec.frames, sec.tables = _points(shown, judges + [x], "Points per method and caption arm",
-                                              "method (captions)")
+    what = "caption arm" if claim["kind"] == "captions" else "arm"
+    summary, sec.frames, sec.tables = _points(shown, judges + [x], f"Points per method and {what}",
+                                              f"method ({'captions' if claim['kind'] == 'captions' else 'arm'})")
     summary.attrs["pareto_metrics"] = judges
     sec.figure = pareto_figure(summary, title=f"{sec.title}: two frontiers per method")
     heads = claim["headline"] or judges[:1]
     for m in claim["methods"]:
         for y in judges:
-            res = frontier_difference(df[df["method"] == m], a, b, x, y, group="arm", label=lab(a))
+            res = frontier_difference(df[df["method"] == m], a, b, x, y, group="arm", label=lab(a),
+                                      units=tuple(claim.get("units") or ("subject", "seed")))
             sec.verdicts.append(verdict_row(name, f"{lab(m)}: {lab(a)} vs {lab(b)}", y, "ΔHV", res, y in heads,
                                      tested=f"{m}:{a}", against=f"{m}:{b}", calibrated=calibrated))
     sec.tables.append(verdict_table(sec.verdicts))

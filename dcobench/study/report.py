@@ -1,8 +1,8 @@
 """The study report: a pure fold over `study.json` and the cells it names.
 
     REPORT/study.md, index.html      one section per claim: its one-line verdict, figure and tables
-    REPORT/verdicts.csv              every comparison: effect, estimate, 95% CI, n subjects, units, seeds,
-                                     resolvable, verdict (the findings' source)
+    REPORT/verdicts.csv              every comparison: effect, sampler, estimate, 95% CI, n subjects, units,
+                                     seeds, half_width, bound, verdict (the findings' source)
     REPORT/<claim>.png / .svg        the claim's figure
     REPORT/<claim>-<table>.csv       its tables (points, merge, vs_direct, mergers)
     REPORT/study.json                the manifest it was folded from
@@ -26,14 +26,15 @@ from ..report.pareto import save_figure
 from ..store import atomic_write_bytes, atomic_write_json, read_json
 from . import stats
 from .calibration import NOT_CALIBRATED, calibration
-from .claims import Section, captions_section, frontier_section, merge_section
+from .claims import Section, captions_section, frontier_section, labeller, merge_section
+from .controls import check_lines, control_checks
 from .run import MANIFEST, ordered_claims
 
 RULE = ("Verdict rule: per replication unit (subject or style × training seed; for merges subject × style × seed), "
         "the difference between the two sides; the units' differences are averaged within each subject (or style: "
         "training seeds of one subject give nearly the same LoRA, so they are not independent), then the mean and "
-        "its 95% Student-t interval over the n subjects. Each interval's half-width is the smallest effect it could "
-        "resolve: a 'no difference' row says no difference larger than that with n subjects. "
+        "its 95% Student-t interval over the n subjects. An interval that contains 0 rules out effects larger than "
+        "its farther end: such a row says 'no difference larger than ±X with n subjects'. "
         "Frontiers are compared by ΔHV, the difference of the normalised hypervolumes (areas dominated by each "
         "side's points in the prompt-fidelity × fidelity plane, reference point 10% of the range below the worst "
         "values); merges by Δdrop, the baseline merge's drop minus the reference merge's. Interval above 0: "
@@ -99,7 +100,7 @@ def build_sections(run_dir: Path, manifest: dict, labels: dict) -> tuple[list[Se
         df, missing = claim_cells(manifest, cells, name)
         if claim["kind"] == "frontier":
             sec = frontier_section(name, claim, df[df["kind"] != "merge"], labels, calibrated)
-        elif claim["kind"] == "captions":
+        elif claim["kind"] in ("captions", "arms"):
             sec = captions_section(name, claim, df[df["kind"] != "merge"], labels, calibrated)
         else:
             sec = merge_section(name, claim, df[df["kind"] == "merge"], labels, run_dir, calibrated)
@@ -120,11 +121,16 @@ def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
             *["| " + " | ".join(map(esc, r)) + " |" for r in rows]]
 
 
+def _checks(manifest: dict, sections: list[Section]) -> list[tuple[bool, str]]:
+    return control_checks(manifest, [r for s in sections for r in s.verdicts], labeller(manifest.get("labels", {})))
+
+
 def markdown(manifest: dict, sections: list[Section], warnings: list[str], judged: str = "") -> str:
     lines = [f"# Study: {manifest['study']}", ""]
     if manifest.get("description"):
         lines += [manifest["description"], ""]
     lines += [f"> **warning:** {w}" for w in warnings] + ([""] if warnings else [])
+    lines += check_lines(_checks(manifest, sections))
     lines += [RULE, ""] + ([judged, ""] if judged else [])
     for i, sec in enumerate(sections, 1):
         lines += [f"## Claim {i}: {sec.title}", "", f"**Verdict.** {sec.line}", ""]
@@ -149,6 +155,11 @@ def html(manifest: dict, sections: list[Section], warnings: list[str], figures: 
 
     out = [f"<h1>Study: {escape(manifest['study'])}</h1>", f"<p>{escape(manifest.get('description', ''))}</p>"]
     out += [f'<div class="warn"><b>warning:</b> {escape(w)}</div>' for w in warnings]
+    checks = _checks(manifest, sections)
+    if checks:
+        out.append('<div class="warn"><b>Instrument checks</b> (controls fixed in the study file before the '
+                   'results):<ul>' + "".join(f"<li>{'passed' if ok else '<b>FAILED</b>'}: {escape(text)}</li>"
+                                              for ok, text in checks) + "</ul></div>")
     out.append(f'<p class="meta">{escape(RULE)}</p>')
     if judged:
         out.append(f'<p class="warn">{escape(judged)}</p>')
@@ -186,9 +197,9 @@ def write_study_report(run_dir: str | Path, out_dir: str | Path | None = None, l
             paths[f"{sec.name}-{key}"] = out / f"{sec.name}-{key}.csv"
             atomic_write_bytes(paths[f"{sec.name}-{key}"], _csv(frame))
     verdicts = pd.DataFrame([{**r, "title": s.title} for s in sections for r in s.verdicts],
-                            columns=["claim", "title", "effect", "comparison", "tested", "against", "judge",
+                            columns=["claim", "title", "effect", "sampler", "comparison", "tested", "against", "judge",
                                      "judge_label", "statistic", "estimate", "ci_low", "ci_high", "n", "units", "seeds",
-                                     "resolvable", "verdict", "headline", "interval_verdict", "calibrated"])
+                                     "half_width", "bound", "verdict", "headline", "interval_verdict", "calibrated"])
     paths["verdicts_csv"] = out / "verdicts.csv"
     atomic_write_bytes(paths["verdicts_csv"], _csv(verdicts))
     paths["study_md"] = out / "study.md"

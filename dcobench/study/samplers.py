@@ -42,7 +42,8 @@ def sampler_verdicts(name: str, claim: dict, df: pd.DataFrame, lab, heads: list[
             rows.append(verdict_row(name, f"{lab(m)}: consistency guidance vs CFG, same LoRAs", y, "ΔHV", res, False,
                              tested=f"{m}:consistency", against=f"{m}:cfg", effect="sampler", calibrated=calibrated))
     own = {m: METHODS.get(m).default_guidance for m in claim["methods"]}
-    published = df[[arm == own[m] for m, arm in zip(df["method"], df["arm"])]]
+    mask = [arm == own.get(m) for m, arm in zip(df["method"], df["arm"])]
+    published = df[pd.Series(mask, index=df.index, dtype=bool)]  # an empty list would drop the columns
     for b in others:
         for y in judges:
             res = frontier_difference(published, ref, b, x, y, label=lab(ref))

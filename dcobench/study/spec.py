@@ -28,14 +28,15 @@ from typing import Any
 from ..config import deep_merge, from_dict, load_yaml, option
 from ..errors import DcoError
 
-KINDS = ("frontier", "merge", "captions")
+KINDS = ("frontier", "merge", "captions", "arms")  # arms: captions' design for any two overlays
 SAMPLERS = {"cfg": "sample.cfg_scale", "consistency": "sample.w_con"}  # sampler -> the knob its sweep usually varies
 
 
 @dataclass
 class ClaimSpec:
     kind: str = option("frontier", "frontier: the reference method's trade-off curve against each other method's; "
-                       "merge: merge interference; captions: the same methods on two caption arms.",
+                       "merge: merge interference; captions: the same methods on two caption arms; arms: the same "
+                       "on any two arms (e.g. a control: a method against a deliberately weakened copy of itself).",
                        choices=list(KINDS))
     title: str = option("", "The claim's section title in the report.")
     methods: list[str] = option([], "Methods this claim trains (dcobench run --methods).")
@@ -57,6 +58,11 @@ class ClaimSpec:
         "2]}}. Every method is then swept under each sampler on the same LoRAs (sampling cells only), and the "
         "verdicts separate the objective effect (the methods under one sampler), the sampler effect (one method's "
         "LoRAs under both) and the as-published comparison (each method on its own default sampler: confounded).")
+    units: list[str] = option(["subject", "seed"], "captions / arms: the columns a pair of frontiers shares; "
+                              "[subject] pairs arms run on different training seeds (a negative control).")
+    expect: str = option("", "captions / arms, for a control: what its headline judges' intervals must say: ahead "
+                         "(the first arm ahead: a positive control) or even (no difference: a negative control); the "
+                         "report states at its top whether they did.", choices=["", "ahead", "even"])
     targets: dict[str, dict[str, float]] = option(
         {}, "Checks the report states as met or not: frontier: method -> {judge: minimum of its best point}; "
         "merge: merge -> {merger_cos_fall: minimum relative fall of mean |cos(m1, m2)|} (e.g. ziplora: 0.5).")
@@ -131,13 +137,19 @@ def _check_claim(path: Path, name: str, c: ClaimSpec) -> None:
                        "(one method alone needs `targets:`, e.g. a recipe search)")
     if c.kind == "merge" and c.reference_merge not in c.merges:
         raise DcoError(f"{where}.reference_merge: '{c.reference_merge}' is not one of its merges")
-    if c.kind == "captions" and len(c.arms) != 2:
-        raise DcoError(f"{where}.arms: a captions claim has exactly two arms (tested, then baseline), "
+    if c.kind in ("captions", "arms") and len(c.arms) != 2:
+        raise DcoError(f"{where}.arms: a {c.kind} claim has exactly two arms (tested, then baseline), "
                        f"got {len(c.arms)}")
-    if c.kind != "captions" and c.arms:
+    if c.kind not in ("captions", "arms") and c.arms:
         raise DcoError(f"{where}.arms: only a captions claim has arms; use variants for a merge claim")
     if c.kind != "merge" and (c.variants or c.styles):
         raise DcoError(f"{where}: variants and styles belong to a merge claim")
+    if c.units not in (["subject", "seed"], ["subject"]):
+        raise DcoError(f"{where}.units: use [subject, seed] (the default) or [subject] (arms on different seeds)")
+    if c.units != ["subject", "seed"] and c.kind not in ("captions", "arms"):
+        raise DcoError(f"{where}.units: only a captions or arms claim pairs by subject alone")
+    if c.expect and c.kind not in ("captions", "arms"):
+        raise DcoError(f"{where}.expect: only a captions or arms claim is a control")
     if c.samplers and c.kind != "frontier":
         raise DcoError(f"{where}.samplers: only a frontier claim sweeps samplers; sample a merge claim at one "
                        "guidance per method in its config")
@@ -146,10 +158,11 @@ def _check_claim(path: Path, name: str, c: ClaimSpec) -> None:
             raise DcoError(f"{where}.samplers.{s}: unknown sampler; use {' or '.join(SAMPLERS)}")
         if not isinstance(sweep, dict) or not sweep:
             raise DcoError(f"{where}.samplers.{s}: give its sweep as a mapping, e.g. {{{SAMPLERS[s]}: [1, 2]}}")
-        bad = [k for k in sweep if not str(k).startswith("sample.")]
+        bad = [k for k in sweep if not str(k).startswith("sample.") or k == "sample.guidance"]
         if bad:
-            raise DcoError(f"{where}.samplers.{s}: '{bad[0]}' is not a sampling knob; a sampler's sweep varies "
-                           f"sample.* keys only (e.g. {SAMPLERS[s]}), so that every sampler reuses the same LoRAs")
+            raise DcoError(f"{where}.samplers.{s}: '{bad[0]}' cannot be swept here; a sampler's sweep varies "
+                           f"sample.* knobs other than sample.guidance (e.g. {SAMPLERS[s]}), so that every sampler "
+                           "reuses the same LoRAs and the arm's name is its guidance")
     if len(c.samplers) == 1:
         raise DcoError(f"{where}.samplers: name both cfg and consistency (or leave it out and each method keeps "
                        "its own sweep)")

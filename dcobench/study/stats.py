@@ -26,8 +26,10 @@ score difference, ZipLoRA minus direct, in the metric's better direction.
 LoRA, so treating subject x seed units as independent would be pseudo-replication. The per-unit
 differences are first averaged within each subject (the first element of a unit: the subject, or
 the style of a style claim), and the interval is over the n subjects. Each row also carries the
-number of units and seeds, and `resolvable`, the interval's half-width: the smallest effect the
-interval could have told from 0 ("no difference larger than ±X with n subjects").
+number of units and seeds, the interval's half-width (its precision) and `bound` = max(|low|,
+|high|): an interval that contains 0 rules out every effect larger than that, so such a row reads
+"no difference larger than ±bound with n subjects". (A true effect as large as the half-width
+would be detected only about half the time: the half-width is not a power statement.)
 
 **Interval and verdict.** The per-subject differences give a mean and a 95% Student-t interval
 over the n subjects. If the interval lies above 0 the
@@ -74,8 +76,8 @@ def verdict(lo: float, hi: float, a: str) -> str:
 
 
 def summarize(diffs: dict, a: str) -> dict:
-    """Mean, 95% t-interval over subjects, n (subjects), units, seeds, resolvable (the half-width)
-    and verdict of per-unit differences {unit: value}; a unit is a tuple whose first element is its
+    """Mean, 95% t-interval over subjects, n (subjects), units, seeds, half_width, bound (what a
+    no-difference interval rules out) and verdict of per-unit differences {unit: value}; a unit is a tuple whose first element is its
     subject (a bare key is its own subject)."""
     clusters: dict = {}
     for unit, value in diffs.items():
@@ -83,8 +85,9 @@ def summarize(diffs: dict, a: str) -> dict:
     mean, half, n = mean_ci([float(np.mean(v)) for v in clusters.values()])
     lo, hi = (mean - half, mean + half) if math.isfinite(half) else (math.nan, math.nan)
     seeds = {u[-1] for u in diffs if isinstance(u, tuple) and len(u) > 1}
+    bound = max(abs(lo), abs(hi)) if math.isfinite(half) else math.nan
     return {"estimate": mean, "ci_low": lo, "ci_high": hi, "n": n, "units": len(diffs), "seeds": len(seeds) or 1,
-            "resolvable": half, "verdict": verdict(lo, hi, a)}
+            "half_width": half, "bound": bound, "verdict": verdict(lo, hi, a)}
 
 
 def oriented(df: pd.DataFrame, metric: str) -> pd.Series:
