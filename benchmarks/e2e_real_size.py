@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -51,26 +50,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-DEVICE = os.environ.get("DCOBENCH_BENCH_DEVICE", "cuda")
-TINY = bool(os.environ.get("DCOBENCH_BENCH_TINY"))
+from gpu_sdxl_vs_diffusers import DEVICE, GIB, TINY, sync  # the same device switch as the other GPU scripts
+
 RES = 32 if TINY else 1024
-GIB = 2**30
 PROMPTS = ["a {0} {1} in the jungle", "a {0} {1} in the snow", "a {0} {1} on the beach",
            "a {0} {1} on a cobblestone street"]
 
 
-def sync():
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
-
-
 def peak_gib() -> float | None:
     return round(torch.cuda.max_memory_allocated() / GIB, 2) if DEVICE == "cuda" else None
-
-
-def reset_peak():
-    if DEVICE == "cuda":
-        torch.cuda.reset_peak_memory_stats()
 
 
 # ---------------------------------------------------------------- building the world

@@ -228,24 +228,26 @@ def finish_cell(ctx: Context, cell_dir: Path, result: dict, manifest: dict) -> N
     result.update({"images": [r["file"] for r in manifest["images"]], "manifest": "manifest.json",
                    "guidance": manifest["guidance"], "provenance": provenance()})
     if ctx.scorer is not None:
-        _reset_peak()
+        _reset_peak(ctx.pipe.device)
         start = time.perf_counter()
         result.update(ctx.scorer.score_cell(cell_dir, result, manifest))
-        result.setdefault("timing", {}).update(score_s=round(time.perf_counter() - start, 3), **_peak("score"))
+        result.setdefault("timing", {}).update(score_s=round(time.perf_counter() - start, 3),
+                                                  **_peak("score", ctx.pipe.device))
     atomic_write_json(cell_dir / "result.json", result)
 
 
-def _reset_peak() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
 
-def _peak(stage: str) -> dict:
-    """`<stage>_peak_mb`: on a GPU, torch's max_memory_allocated since the last reset (the stage's
-    peak, model included); nothing on a CPU, where one process's stages cannot be told apart."""
-    if not torch.cuda.is_available():
+def _peak(stage: str, device: torch.device) -> dict:
+    """`<stage>_peak_mb`: on a GPU, torch's max_memory_allocated on the run's device since the last
+    reset (the stage's peak, model included); nothing on a CPU, where one process's stages cannot be
+    told apart."""
+    if device.type != "cuda":
         return {}
-    return {f"{stage}_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+    return {f"{stage}_peak_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
 
 
 def execute(ctx: Context, cell: Cell, store: RunDir, progress) -> int:
@@ -263,11 +265,12 @@ def execute(ctx: Context, cell: Cell, store: RunDir, progress) -> int:
     folder, token_dirs = _lora_source(ctx, cell, store, dirs)
     cell_dir = store.cell(cell.cell_id)
     prompts = cell.prompts()
-    _reset_peak()
+    _reset_peak(ctx.pipe.device)
     start = time.perf_counter()
     jobs = grid_jobs(prompts, [cell.base(p) for p in prompts], cell.sample)
     manifest = sample_from(ctx, folder, token_dirs, jobs, cell.sample, cell.guidance, cell_dir)
-    result = build_result(cell, store, folder, {"sample_s": round(time.perf_counter() - start, 3), **_peak("sample")})
+    result = build_result(cell, store, folder, {"sample_s": round(time.perf_counter() - start, 3),
+                                                **_peak("sample", ctx.pipe.device)})
     finish_cell(ctx, cell_dir, result, manifest)
     return trained
 
