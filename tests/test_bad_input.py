@@ -303,7 +303,22 @@ CASES = [
     Case("unreachable Ray cluster", "--ray-address 127.0.0.1:1", lambda e: e.run_args("train.steps=5", "--ray-address", "127.0.0.1:1")),
     Case("several run folders without --out", "several run folders need --out",
          lambda e: ["report", str(e.run), str(e.run)]),
+    # studies
+    Case("study with an unknown sampler", "claims.subject.samplers.euler: unknown sampler; use cfg or consistency",
+         lambda e: _study(e, "samplers: {cfg: {sample.cfg_scale: [3]}, euler: {sample.w_con: [1]}}")),
+    Case("study sampler sweeping sample.guidance", "'sample.guidance' cannot be swept here",
+         lambda e: _study(e, "samplers: {cfg: {sample.guidance: [cfg]}, consistency: {sample.w_con: [1]}}")),
+    Case("study --shard 3/2", "--shard 3/2: expected i/n with 1 <= i <= n",
+         lambda e: ["study", "tiny_paper", "--out", str(e.work / "study"), "--shard", "3/2"]),
 ]
+
+
+def _study(e: Env, claim_extra: str) -> list[str]:
+    """A study file whose one frontier claim carries `claim_extra` (one YAML mapping line)."""
+    path = e.work / "study.yaml"
+    path.write_text("name: s\nsuite: tiny\nclaims:\n  subject:\n    kind: frontier\n    methods: [dco, dreambooth]\n"
+                    f"    judges: [dino]\n    {claim_extra}\n")
+    return ["study", str(path), "--out", str(e.work / "study")]
 
 
 @pytest.fixture(scope="module")
