@@ -13,7 +13,7 @@ STUDY ?= micro_paper
 STUDY_OUT ?= runs/micro-study
 STUDY_REPORT ?= reports/micro-study
 
-.PHONY: run test test-slow test-all install clean regress baseline regress-micro baseline-micro wheel study bench bench-micro-run docs
+.PHONY: run test test-slow test-all install clean regress baseline regress-micro baseline-micro wheel study study-power bench bench-micro-run docs
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -42,6 +42,11 @@ study: $(STAMP)
 	wait $$p && test $$s -eq 0
 	$(VENV)/bin/dcobench study $(STUDY) --out $(STUDY_OUT) --report $(STUDY_REPORT) --readme docs/studies.md --report-only
 	$(PY) docs/gen.py
+
+# Power counted in subjects (data/studies/micro_power.yaml): DCO vs DreamBooth under both samplers
+# and the two controls on every screened held-out subject (data/micro/SUBJECTS.md), the same way.
+study-power:
+	$(MAKE) study STUDY=micro_power STUDY_OUT=runs/micro-power STUDY_REPORT=reports/micro-power
 
 test: $(STAMP)
 	$(PY) -m pytest -q

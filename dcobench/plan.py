@@ -79,6 +79,13 @@ def resolve(config_path=None, overrides=(), methods: list[str] | None = None, su
         no_duplicates(values, where)
     for name, mcfg in cfg.methods.items():
         for knob, values in mcfg.sweep.items():
+            if isinstance(values, dict):  # `...sweep.sample.cfg_scale=[..]` splits the dotted knob into keys
+                inner = next(iter(values), "field")
+                raise DcoError(f"methods.{name}.sweep.{knob}: a sweep maps a dotted knob name to a list; write "
+                               f"methods.{name}.sweep={{{knob}.{inner}: [...]}} (or +methods.{name}.sweep=... to "
+                               "add it to the suite's sweep)")
+            if not isinstance(values, (list, tuple)):
+                raise DcoError(f"methods.{name}.sweep.{knob}: give a list of values, e.g. [1.5, 3.0]")
             if not values:
                 raise DcoError(f"methods.{name}.sweep.{knob}: give at least one value")
             no_duplicates(values, f"methods.{name}.sweep.{knob}")

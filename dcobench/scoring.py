@@ -106,10 +106,13 @@ class Scorer:
                 if not torch.isnan(values).all():
                     out[m.name] = values
                 continue
-            if m.against != "prompt" and not references.get(m.against):
+            if m.against not in ("prompt", "seeds") and not references.get(m.against):
                 continue
             if m.role not in emb:
                 emb[m.role] = self.backbone(m.role).embed_images(images, self.cfg.batch_size)
+            if m.against == "seeds":  # DIV: grouped by the prompt as sampled (its seeds)
+                out[m.name] = m.per_group(emb[m.role], prompts if prompts is not None else texts)
+                continue
             if m.against == "prompt":
                 # a grid repeats each prompt over seeds: embed each distinct text once
                 unique = list(dict.fromkeys(texts))

@@ -94,3 +94,27 @@ def test_dreambench_run_end_to_end(dataset, tiny_sd_path, tmp_path, cli):
     assert all({"dino", "clip_i", "clip_t"} <= set(res["metrics"]) for res in results)
     r = cli("report", out)
     assert r.returncode == 0 and (out / "report" / "index.html").is_file(), r.stderr
+
+
+@pytest.mark.parametrize("family", ["sdxl", "sd15", "sd35m"])
+def test_paper_studies_put_every_method_under_both_samplers_with_the_paper_recipe(family, dataset, tiny_sd_path):
+    """data/studies/paper_<family>.yaml trains exactly the LoRAs of the per-method paper configs
+    (same ids) and samples each under CFG and consistency guidance."""
+    from dcobench.study.run import plan_study
+    from dcobench.study.spec import load_study
+
+    spec, path = load_study(f"paper_{family}")
+    spec.model, spec.data = str(tiny_sd_path), str(dataset)
+    sp = plan_study(spec, path)
+    arms = sp.manifest["claims"]["subject"]["arms"]
+    assert set(arms) == {"cfg", "consistency"}
+    by_id = {c.cell_id: c for c in sp.plan.cells}
+    for method in ("dco", "dreambooth", "dreambooth_pp"):
+        paper = make_plan(Path(__file__).parents[1] / "data" / "configs" / "paper" / f"{family}_{method}_subject.yaml",
+                          suite="dreambench",
+                          data=str(dataset), model=str(tiny_sd_path))
+        want = {c.train_id for c in paper.cells}
+        for arm in ("cfg", "consistency"):
+            cells = [by_id[i] for i in arms[arm]["cells"] if by_id[i].method == method]
+            assert {c.train_id for c in cells} == want
+            assert {c.guidance for c in cells} == {arm}

@@ -120,3 +120,23 @@ def test_judge_error_rates_hold_on_small_sets(judged):
     assert all(rates[k] <= 0.05 for k in judges.NEGATIVE_SETS), rates
     assert rates["clean"] >= 0.95 and rates["vae"] >= 0.9 and rates["degraded"] >= 0.75, rates
     assert judged["judges"]["dino"]["prior_auc_min"] >= 0.8, judged["judges"]["dino"]["auc"]
+
+
+def test_screening_a_new_subject_applies_every_rule(pipe):
+    """`dcobench micro screen-subjects` on one subject at 2 layouts: every rule is checked and the
+    table names the subject (the full screen, 40 layouts, is data/micro/SUBJECTS.md)."""
+    from dcobench.metrics import get_backbone
+    from dcobench.micro import subject_screen
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        res = subject_screen.screen(pipe, get_backbone("micro-dino"), get_backbone("micro-clip"), [(0.5, 1.5)],
+                                    subjects=("flag",), n_layouts=2, steps=10)
+    finally:
+        torch.set_num_threads(before)
+    flag = res["subjects"]["flag"]
+    assert len(flag["checks"]) == 6 and flag["passed"] == all(flag["checks"].values())
+    assert flag["vae_mse"] < 0.05 and flag["judgeable"] == 8 and flag["confusions"] == []
+    assert flag["oracle"]["class prior"] == 0.0 and flag["oracle"]["clean"] == 1.0
+    assert "| flag | square | red | left half | green | rcn |" in subject_screen.markdown(res, "cmd")

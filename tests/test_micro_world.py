@@ -49,7 +49,7 @@ def test_pretraining_excludes_heldout_and_covers_world():
         words = set(caption(s).replace(",", "").split())
         assert not words & (IDENTIFIERS | set(HELDOUT_STYLES) | set(SUBJECTS))
     full = sample_scenes(400, seed=0, pretraining=False)
-    assert {s.subject for s in full} >= set(SUBJECTS)
+    assert {s.subject for s in full} - {None} == set(HELDOUT_SUBJECTS)  # the build draws the first three only
     assert {s.style for s in full} >= set(HELDOUT_STYLES)
 
 
@@ -102,7 +102,7 @@ def test_oracle_reads_blurred_heldout_styles(style):
                    for s in scenes)
 
 
-@pytest.mark.parametrize("subject", HELDOUT_SUBJECTS)
+@pytest.mark.parametrize("subject", list(SUBJECTS))
 def test_oracle_on_subjects(subject):
     for scene in reference_scenes(subject, n=6) + eval_prompts(subject):
         verdict = oracle.judge(render(scene), scene)
@@ -116,14 +116,35 @@ def test_oracle_on_subjects(subject):
     sub = SUBJECTS[subject]
     prior = Scene(sub.class_shape, sub.colors[0], ref.background, ref.position, ref.size)
     assert oracle.judge(render(prior), ref)["subject_match"] is False
-    for other in HELDOUT_SUBJECTS:
+    for other in SUBJECTS:  # every other subject, the second set's included: no two are one to the oracle
         if other != subject:
             assert oracle.judge(render(reference_scenes(other)[0]), ref)["subject_match"] is False
 
 
 def test_part_hidden_by_outline_abstains_only_for_the_badge():
     assert [oracle.judgeable(s, "outline") for s in ("tent", "quilt", "badge")] == [True, True, False]
-    assert all(oracle.judgeable(s, st) for s in SUBJECTS for st in ("plain", "pastel", "striped", "dotted"))
+    assert all(oracle.judgeable(s, st) for s in HELDOUT_SUBJECTS for st in ("plain", "pastel", "striped", "dotted"))
+    assert all(oracle.judgeable(s, st, size) for s in SUBJECTS for st in ("plain", "pastel")
+               for size in ("small", "large"))
+
+
+def test_the_second_subjects_pass_the_design_rules_and_leave_the_first_three_alone():
+    """The rules of subject_screen that need no model: distinct to the oracle, judgeable at >= 6 of
+    8 prompts; and the first three's validity sets draw among themselves only."""
+    from dcobench.micro import judges, subject_screen
+    from dcobench.micro.world import SECOND_SUBJECTS
+
+    assert len(SECOND_SUBJECTS) == 18 and set(SECOND_SUBJECTS).isdisjoint(HELDOUT_SUBJECTS)
+    for name in SECOND_SUBJECTS:
+        assert subject_screen.confusions(name) == [], name
+        assert subject_screen.judgeable_prompts(name) >= subject_screen.JUDGEABLE_MIN, name
+        assert "blue" not in SUBJECTS[name].colors  # an evaluation background
+    assert len({SUBJECTS[n].identifier for n in SUBJECTS}) == len(SUBJECTS)
+    rng = np.random.default_rng(0)
+    lay = judges.layouts(rng, 1)[0]
+    for _ in range(20):  # "other subjects" of a first-three subject is one of the first three
+        other = judges.hard_negatives("tent", lay, rng)["other subjects"]
+        assert any(oracle.subject_match(other, s) for s in ("quilt", "badge"))
 
 
 def test_oracle_rejects_speckled_and_textured_class_shapes():
@@ -232,7 +253,8 @@ def test_oracle_judges_merged_prompts_of_rendered_scenes():
             styled = metrics.scene_for(world.caption(scene) + ", in kxv style")
             assert styled is not None and styled.style == "striped" and styled.subject == name
             verdict = oracle.judge(world.render(styled), styled)
-            assert verdict.pop("subject_match") is (True if oracle.judgeable(name, styled.style, styled.size) else None)
+            want = True if oracle.judgeable(name, styled.style, styled.size) else None
+            assert verdict.pop("subject_match") is want and verdict.pop("subject_colours") is want
             assert all(verdict.values())
             assert not oracle.judge(world.render(scene), styled)["style"]  # plain is not striped
 

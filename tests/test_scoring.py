@@ -106,3 +106,19 @@ def test_missing_weights_fail_with_a_clear_message():
 def test_unknown_metric_is_named():
     with pytest.raises(DcoError, match="unknown metric 'dinoo': did you mean 'dino'"):
         Scorer(ScoreConfig(metrics=["dinoo"], **TINY))
+
+
+def test_div_is_the_mean_pairwise_distance_within_each_prompt():
+    """DIV: identical images of a prompt score 0; orthogonal ones 1; an image alone with its prompt abstains."""
+    import torch
+
+    from dcobench.registry import METRICS
+
+    div = METRICS.get("div_dino")
+    e = torch.eye(3)
+    images = torch.stack([e[0], e[0], e[1], e[2], e[0], e[1]])
+    got = div.per_group(images, ["p", "p", "q", "q", "r", "r"][:5] + ["s"])
+    assert got[:4].tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert got[4].isnan() and got[5].isnan()
+    three = div.per_group(torch.stack([e[0], e[0], e[1]]), ["p"] * 3)
+    assert three.tolist() == pytest.approx([0.5, 0.5, 1.0])

@@ -130,7 +130,10 @@ def test_shipped_studies_parse_and_name_known_metrics():
         spec, _ = load_study(name)
         kinds = [c.kind for c in spec.claims.values()]
         assert kinds[:4] == ["frontier", "frontier", "merge", "captions"]  # the paper's four claims
-        assert kinds[4:] == (["arms", "arms"] if name == "micro_paper" else [])  # then the two controls
+        # then the beta sweep and the two controls
+        assert kinds[4:] == (["frontier", "arms", "arms"] if name == "micro_paper" else [])
+        if name == "micro_paper":
+            assert set(spec.claims["beta"].recipes) == {"beta_5", "beta_50", "beta_500"}
         for claim in spec.claims.values():
             for m in claim.judges + [claim.prompt_metric]:
                 metric_meta(m)
@@ -148,8 +151,26 @@ def test_micro_paper_study_plans(dcobench_cache):
     merge = claims["merge"]["arms"]
     extra = set(merge["public"]["merge_cells"]) - set(merge["main"]["merge_cells"])
     assert extra and all("-ziplora-" in i for i in extra)
-    tpl = claims["captions"]["arms"]["template"]["config"]["train"]
+    tpl = claims["captions"]["arms"]["template@cfg"]["config"]["train"]
     assert (tpl["captions"], tpl["caption_template"]) == ("template", "a {identifier} {class_noun}")
+    by_id = {c.cell_id: c for c in sp.plan.cells}
+
+    def loras(claim, arm):
+        return {by_id[i].train_id for i in claims[claim]["arms"][arm]["cells"]}
+
+    # the captions claim: each arm's LoRAs under both samplers; the comprehensive arm is claim 1's DCO/DreamBooth
+    assert loras("captions", "template@cfg") == loras("captions", "template@consistency")
+    assert set(claims["captions"]["arms"]["comprehensive@cfg"]["cells"]) <= set(claims["subject"]["arms"]["cfg"]["cells"])
+    # the beta sweep: beta 5 is claim 1's DCO, cell for cell; beta 50 and 500 train new LoRAs; DreamBooth is claim 1's
+    beta = claims["beta"]["arms"]
+    subject_dco = {i for a in ("cfg", "consistency") for i in claims["subject"]["arms"][a]["cells"] if i.startswith("dco-")}
+    assert set(beta["beta_5@cfg"]["cells"]) | set(beta["beta_5@consistency"]["cells"]) == subject_dco
+    assert not loras("beta", "beta_50@cfg") & loras("beta", "beta_5@cfg")
+    assert loras("beta", "beta_50@cfg") == loras("beta", "beta_50@consistency")
+    assert {by_id[i].method for i in beta["cfg"]["cells"]} == {"dreambooth"}
+    assert set(beta["cfg"]["cells"]) <= set(claims["subject"]["arms"]["cfg"]["cells"])
+    assert beta["beta_500@cfg"]["config"]["methods"]["dco"]["beta"] == 500.0
+    assert "div_dino" in sp.plan.config.score.metrics
 
 
 def test_tiny_study_plans_shared_cells_once(dcobench_cache):
@@ -490,7 +511,7 @@ def test_a_sampler_arm_replaces_each_methods_sweep(tmp_path):
     ({"cfg": {"train.steps": [1]}, "consistency": {"sample.w_con": [1]}}, "frontier", "cannot be swept here"),
     ({"cfg": {"sample.guidance": ["cfg"]}, "consistency": {"sample.w_con": [1]}}, "frontier", "sample.guidance"),
     ({"cfg": {"sample.cfg_scale": [1]}}, "frontier", "name both cfg and consistency"),
-    ({"cfg": {"sample.cfg_scale": [1]}, "consistency": {"sample.w_con": [1]}}, "captions", "only a frontier claim"),
+    ({"cfg": {"sample.cfg_scale": [1]}, "consistency": {"sample.w_con": [1]}}, "merge", "a merge claim does not"),
 ])
 def test_bad_samplers_fail_naming_the_field(tmp_path, samplers, kind, match):
     import yaml
@@ -564,3 +585,97 @@ def test_controls_are_checked_against_what_the_study_file_expects():
     rows[0]["interval_verdict"] = "full ahead"
     assert [ok for ok, _ in control_checks(manifest, rows, labeller({}))] == [True, True]
     assert not any("A check failed" in line for line in check_lines(control_checks(manifest, rows, labeller({}))))
+
+
+def _recipe_frame(gain_50: float) -> pd.DataFrame:
+    """DCO at two recipes and DreamBooth, under both samplers: DCO at beta 5 is DreamBooth's frontier,
+    DCO at beta 50 is moved by `gain_50` under every sampler."""
+    frame = _sampler_frame(0.0, 0.0)
+    dco = frame[frame["method"] == "dco"]
+    five = dco.assign(arm="beta_5@" + dco["arm"])
+    fifty = dco.assign(arm="beta_50@" + dco["arm"], clip_t=dco["clip_t"] + gain_50, dino=dco["dino"] + gain_50)
+    return pd.concat([frame[frame["method"] != "dco"], five, fifty], ignore_index=True)
+
+
+@pytest.mark.parametrize("gain, want_50", [(0.15, "DCO (β 50) ahead"), (-0.15, "DCO (β 50) behind")])
+def test_a_recipe_sweep_gives_each_recipe_its_own_objective_rows(gain, want_50):
+    """One recipe that moves the frontier must not leak into another recipe's rows, and each row
+    names its recipe; the baselines' sampler rows appear once."""
+    import baselines  # noqa: F401 - registers DreamBooth
+    from dcobench.study.claims import labeller
+    from dcobench.study.recipes import recipe_verdicts
+
+    claim = {"kind": "frontier", "methods": ["dco", "dreambooth"], "reference": "dco", "judges": ["dino"],
+             "prompt_metric": "clip_t", "arm_order": ["cfg", "consistency", "beta_5@cfg", "beta_5@consistency",
+                                                      "beta_50@cfg", "beta_50@consistency"]}
+    rows = recipe_verdicts("beta", claim, _recipe_frame(gain), labeller({"dco": "DCO", "beta_50": "β 50",
+                                                                         "beta_5": "β 5"}), ["dino"], None)
+    objective = {(r["recipe"], r["sampler"]): r.get("interval_verdict") or r["verdict"] for r in rows
+                 if r["effect"] == "objective"}
+    assert set(objective) == {(r, s) for r in ("beta_5", "beta_50") for s in ("cfg", "consistency")}
+    assert objective[("beta_5", "cfg")] == objective[("beta_5", "consistency")] == stats.NO_DIFFERENCE
+    assert objective[("beta_50", "cfg")] == objective[("beta_50", "consistency")] == want_50
+    sampler_rows = [r for r in rows if r["effect"] == "sampler"]
+    assert len(sampler_rows) == 3  # DCO at each recipe, DreamBooth once
+    assert all("β 50" in r["comparison"] for r in rows if r.get("recipe") == "beta_50" and r["tested"] == "dco")
+
+
+def test_recipes_need_samplers_and_name_their_arms(tmp_path):
+    import yaml
+
+    from dcobench.study.spec import claim_arms, load_study
+
+    sweep = {"cfg": {"sample.cfg_scale": [1]}, "consistency": {"sample.w_con": [1]}}
+    recipes = {"b5": {"methods": {"dco": {"beta": 5.0}}}, "b50": {"methods": {"dco": {"beta": 50.0}}}}
+    path = tmp_path / "s.yaml"
+    claim = {"kind": "frontier", "methods": ["dco", "dreambooth"], "judges": ["dino"], "recipes": recipes}
+    path.write_text(yaml.safe_dump({"name": "s", "claims": {"beta": claim}}))
+    with pytest.raises(DcoError, match=r"claims\.beta\.recipes: only a frontier claim with `samplers:`"):
+        load_study(str(path))
+    path.write_text(yaml.safe_dump({"name": "s", "claims": {"beta": {**claim, "samplers": sweep}}}))
+    spec, _ = load_study(str(path))
+    arms = {a.name: a for a in claim_arms(spec, path, "beta", spec.claims["beta"])}
+    assert set(arms) == {"cfg", "consistency", "b5@cfg", "b5@consistency", "b50@cfg", "b50@consistency"}
+    assert arms["cfg"].methods == ["dreambooth"] and arms["b50@consistency"].methods == ["dco"]
+    assert arms["b50@consistency"].config["methods"]["dco"] == {"beta": 50.0, "sweep": {"sample.w_con": [1]}}
+    assert arms["b50@consistency"].config["sample"]["guidance"] == "consistency"
+
+
+def test_a_captions_claim_with_samplers_compares_its_arms_under_each(tmp_path):
+    """Template captions that lose under one sampler only: each sampler's rows say so separately."""
+    from dcobench.study.claims import captions_section
+
+    frame = _sampler_frame(0.0, 0.0)
+    frame = frame[frame["method"] == "dco"]
+    worse = frame.assign(clip_t=frame["clip_t"] - np.where(frame["arm"] == "cfg", 0.15, 0.0),
+                         dino=frame["dino"] - np.where(frame["arm"] == "cfg", 0.15, 0.0))
+    df = pd.concat([frame.assign(arm="full@" + frame["arm"]), worse.assign(arm="tpl@" + worse["arm"])],
+                   ignore_index=True)
+    df = df.assign(kind="subject", cell_id=[f"c{i}" for i in range(len(df))], protocol_id="p1", knob="k",
+                   knob_value=df["knob_label"].str[-1].astype(float))
+    df.attrs["metrics"] = ["clip_t", "dino"]
+    claim = {"kind": "captions", "title": "", "methods": ["dco"], "judges": ["dino"], "headline": [],
+             "prompt_metric": "clip_t", "samplers": {"cfg": {}, "consistency": {}},
+             "arm_order": ["full@cfg", "full@consistency", "tpl@cfg", "tpl@consistency"]}
+    sec = captions_section("captions", claim, df, {"dco": "DCO"})
+    got = {r["sampler"]: r.get("interval_verdict") or r["verdict"] for r in sec.verdicts}
+    assert got == {"cfg": "full ahead", "consistency": stats.NO_DIFFERENCE}
+    assert [r["comparison"] for r in sec.verdicts] == ["DCO: full vs tpl, under CFG",
+                                                       "DCO: full vs tpl, under consistency guidance"]
+
+
+def test_the_power_study_runs_exactly_the_subjects_that_passed_their_screen():
+    """micro_power.yaml's subjects are the first three and every subject data/micro/SUBJECTS.md
+    passed, in the world's order: a failed subject cannot slip in, a passed one cannot be left out."""
+    from dcobench.micro.models import default_micro_dir
+    from dcobench.study.spec import load_study
+
+    spec, _ = load_study("micro_power")
+    screened = json.loads((default_micro_dir() / "subjects_screen.json").read_text())
+    from dcobench.micro.world import SECOND_SUBJECTS
+
+    passed = [n for n in SECOND_SUBJECTS if n in screened["subjects"] and screened["subjects"][n]["passed"]]
+    assert set(screened["subjects"]) == set(SECOND_SUBJECTS)  # every designed subject was screened
+    assert screened["passed"] == passed and len(passed) >= 12
+    assert spec.config["subjects"] == ["tent", "quilt", "badge", *passed]
+    assert all(all(r["checks"].values()) == r["passed"] for r in screened["subjects"].values())

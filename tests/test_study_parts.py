@@ -112,3 +112,16 @@ def test_style_validity_sets_and_rates(tiny_pipe):
     assert 0.0 <= res["style_clip_i"]["plain_auc_min"] <= 1.0
     text = style_validity.table(res)
     assert "oracle_style = striped: accepted | 1.00" in text and "style_clip_i: AUC" in text
+
+
+def test_the_micro_suites_second_subjects_run_only_when_named():
+    """The twelve screened subjects are selectable (`subjects=[flag]`) but the default run keeps its
+    three, with the ids it had before they existed (its LoRAs in runs/micro-study were trained then)."""
+    plan = make_plan(suite="micro", methods=["dco", "dreambooth"])
+    assert {c.subject.name for c in plan.cells} == {"tent", "quilt", "badge"}
+    assert {"dco-quilt-s0-fe902126bf", "dreambooth-tent-s0-0df8bd6c5a"} <= {c.train_id for c in plan.cells}
+    named = make_plan(suite="micro", methods=["dreambooth"], overrides=["subjects=[flag,card]", "seeds=[0]"])
+    assert {c.subject.name for c in named.cells} == {"flag", "card"}
+    flag = named.cells[0].subject if named.cells[0].subject.name == "flag" else named.cells[-1].subject
+    assert flag.identifier == "rcn" and flag.class_noun == "red square" and len(flag.images) == 4
+    assert flag.prompts[0] == "a rcn red square on a black background, large, center"

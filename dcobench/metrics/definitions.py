@@ -34,6 +34,24 @@ class Metric:
         return (images @ other.T).mean(-1)
 
 
+@dataclass(frozen=True)
+class Diversity(Metric):
+    """DIV (the DreamBooth paper's within-prompt diversity): per image, the mean cosine distance
+    (1 − cos) of its embedding to those of the other images sampled from the same prompt (the other
+    sampling seeds). A cell's value, the mean over its images, is then the mean pairwise distance per
+    prompt (every prompt has the same seeds). A method that collapses to one image per prompt scores
+    near 0. An image alone with its prompt has no value (NaN)."""
+
+    def per_group(self, images: torch.Tensor, groups: list[str]) -> torch.Tensor:
+        keys = {g: i for i, g in enumerate(dict.fromkeys(groups))}
+        ids = torch.tensor([keys[g] for g in groups])
+        same = (ids[:, None] == ids[None, :]) & ~torch.eye(len(groups), dtype=torch.bool)
+        dist = 1.0 - images @ images.T
+        count = same.sum(-1)
+        out = (dist * same).sum(-1) / count.clamp(min=1)
+        return torch.where(count > 0, out, torch.full_like(out, float("nan")))
+
+
 class Judge:
     """A metric that reads each image itself, against the prompt it was sampled from, with no
     backbone: an exact oracle, a detector, a rule. A judge may abstain on an image (NaN); a cell's
@@ -80,3 +98,7 @@ _register("clip_i", "clip", "references", "subject", "CLIP-I (subject)")
 _register("clip_t", "clip", "prompt", "prompt", "CLIP-T (prompt)")
 _register("style_dino", "dino", "style_references", "style", "DINO (style)")
 _register("style_clip_i", "clip", "style_references", "style", "CLIP-I (style)")
+# opt-in (score.metrics): a diversity, not a fidelity; the study's points tables show it beside the judges
+METRICS.register("div_dino", Diversity("div_dino", "dino", "seeds"), higher_is_better=True, kind="diversity",
+                 label="DIV (DINO, within prompt)", aggregate="mean over images of the mean 1 − cos to the "
+                 "prompt's other seeds, then mean ± 95% CI over cells")

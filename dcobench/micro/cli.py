@@ -1,4 +1,4 @@
-"""`dcobench micro build` and `dcobench micro validate`: make and measure the shipped micro world."""
+"""`dcobench micro build`, `validate` and `screen-subjects`: make and measure the shipped micro world."""
 
 from __future__ import annotations
 
@@ -115,3 +115,48 @@ def validate_cmd(
     if check and not all(targets.values()):
         typer.echo("not met: " + "; ".join(k for k, ok in targets.items() if not ok), err=True)
         raise typer.Exit(1)
+
+
+@micro_app.command("screen-subjects")
+def screen_cmd(
+    folder: Optional[Path] = typer.Option(None, help="The micro folder (default data/micro)."),
+    subjects: Optional[str] = typer.Option(None, help="Comma-separated subjects to screen (default: every subject of "
+                                                      "world.SECOND_SUBJECTS); the others keep their recorded screen."),
+    judge_layouts: int = typer.Option(40, help="Layouts per subject and set (40 = every background x position x size)."),
+    seed: int = typer.Option(0),
+    threads: int = typer.Option(1, help="torch threads on the CPU."),
+):
+    """Screen held-out subjects (world.SECOND_SUBJECTS) by the rules of dcobench/micro/subject_screen.py,
+    before any method runs on them. Updates SUBJECTS.md and subjects_screen.json in the micro folder."""
+    import json
+
+    import torch
+
+    from ..errors import DcoError
+    from ..models.pipeline import load_pipeline
+    from ..store import atomic_write_bytes, atomic_write_json
+    from . import encoders, models, subject_screen
+    from .world import SECOND_SUBJECTS
+
+    names = tuple(n.strip() for n in subjects.split(",") if n.strip()) if subjects else SECOND_SUBJECTS
+    unknown = [n for n in names if n not in SECOND_SUBJECTS]
+    if unknown:
+        raise DcoError(f"--subjects: '{unknown[0]}' is not one of the screened subjects ({', '.join(SECOND_SUBJECTS)})")
+    torch.set_num_threads(threads)
+    folder = folder or models.default_micro_dir()
+    torch.manual_seed(seed)
+    pipe = load_pipeline(folder / "base")
+    strengths = [tuple(s) for s in json.loads((folder / "validation.json").read_text())["degradation"]["strengths"]]
+    clip = encoders.load_micro_clip(folder / "encoders" / encoders.CLIP_FILE)
+    dino = encoders.load_micro_dino(folder / "encoders" / encoders.DINO_FILE)
+    result = subject_screen.screen(pipe, dino, clip, strengths, subjects=names, n_layouts=judge_layouts, seed=seed)
+    cmd = (f"dcobench micro screen-subjects{' --subjects ' + ','.join(names) if subjects else ''} "
+           f"--judge-layouts {judge_layouts} --seed {seed}")
+    path = folder / "subjects_screen.json"
+    recorded = json.loads(path.read_text())["subjects"] if path.is_file() else {}
+    merged = {**recorded, **{n: {**r, "command": cmd} for n, r in result["subjects"].items()}}
+    merged = {n: merged[n] for n in SECOND_SUBJECTS if n in merged}  # the world's order
+    text = subject_screen.markdown({**result, "subjects": merged})
+    atomic_write_bytes(folder / "SUBJECTS.md", text.encode())
+    atomic_write_json(path, {"subjects": merged, "passed": [n for n, r in merged.items() if r["passed"]]})
+    typer.echo(text)

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import judges
 from .validate import generate
-from .world import SUBJECTS
+from .world import HELDOUT_SUBJECTS, SUBJECTS
 
 JUDGES = ("oracle_subject", "dino", "clip_i")
 
@@ -47,22 +47,26 @@ def build_sets(pipe, subject: str, strengths, rng, n_layouts: int | None = None,
 
 
 def measure(pipe, dino, clip, strengths, n_layouts: int | None = None, seed: int = 0, cfg_scale: float = 3.0,
-            steps: int = 25) -> dict:
-    """Rates per judge x set (pooled over subjects), per-subject AUCs, thresholds and a panel."""
+            steps: int = 25, subjects=HELDOUT_SUBJECTS) -> dict:
+    """Rates per judge x set (pooled over `subjects`), per-subject AUCs and rates, thresholds and a panel."""
     rng = np.random.default_rng(seed)
     kinds = judges.POSITIVE_SETS + (judges.STRESS_SET,) + judges.NEGATIVE_SETS
     scores = {j: {k: [] for k in kinds} for j in JUDGES}
     pool = {k: [] for k in kinds}
-    for subject in SUBJECTS:
+    per_subject = {}
+    for subject in subjects:
         sets = build_sets(pipe, subject, strengths, rng, n_layouts, cfg_scale, steps, seed)
         for kind, imgs in sets.items():
             pool[kind].append(imgs)
-            scores["oracle_subject"][kind].append(judges.oracle_verdicts(imgs, subject))
+            verdicts = judges.oracle_verdicts(imgs, subject)
+            scores["oracle_subject"][kind].append(verdicts)
+            per_subject.setdefault(subject, {})[kind] = float((np.asarray(verdicts) >= 0.5).mean())
             scores["dino"][kind].append(_embed_score(dino, imgs, subject))
             scores["clip_i"][kind].append(_embed_score(clip, imgs, subject))
     pool = {k: v for k, v in pool.items() if v}
     scores = {j: {k: v for k, v in d.items() if v} for j, d in scores.items()}
-    out = {"n_per_set": {k: int(sum(len(a) for a in v)) for k, v in pool.items()}, "judges": {}}
+    out = {"n_per_set": {k: int(sum(len(a) for a in v)) for k, v in pool.items()}, "judges": {},
+           "subjects": list(subjects), "oracle_per_subject": per_subject}
     prior_sets = ("class prior (base model)", "class prior")
     for j in JUDGES:
         flat = {k: np.concatenate(v) for k, v in scores[j].items()}
@@ -84,6 +88,10 @@ def measure(pipe, dino, clip, strengths, n_layouts: int | None = None, seed: int
             res["prior_auc_min"] = float(min(res["auc"][k] for k in prior_sets))
         out["judges"][j] = res
         out.setdefault("_scores", {})[j] = flat
+    # per subject: DINO's degraded subject against the harder of the two class-prior sets
+    out["dino_auc_per_subject"] = {
+        subject: float(min(judges.auc(scores["dino"]["degraded"][i], scores["dino"][k][i]) for k in prior_sets))
+        for i, subject in enumerate(subjects)}
     out["_pool"] = {k: np.concatenate(v) for k, v in pool.items()}
     out["checks"] = checks(out)
     return out

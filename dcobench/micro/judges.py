@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from . import oracle
 from .references import reference_scenes
-from .world import BACKGROUNDS, JITTER, POSITIONS, SIZES, SUBJECTS, Scene, caption, render
+from .world import BACKGROUNDS, HELDOUT_SUBJECTS, JITTER, POSITIONS, SIZES, SUBJECTS, Scene, caption, render
 
 POSITIVE_SETS = ("clean", "vae", "degraded")
 STRESS_SET = "heavy noise"  # reported, not a target: pixel noise at the residual's full std
@@ -88,7 +88,10 @@ def hard_negatives(subject: str, lay, rng: np.random.Generator) -> dict[str, np.
     swapped = subj.copy()
     is_body, is_part = np.all(subj == body, -1), np.all(subj == part, -1)
     swapped[is_body], swapped[is_part] = part, body
-    others = [n for n in SUBJECTS if n != subject]
+    # the first three draw among themselves only, so adding subjects left their sets (and
+    # data/micro/VALIDATION.md) unchanged; a later subject's others are every other subject
+    pool = HELDOUT_SUBJECTS if subject in HELDOUT_SUBJECTS else SUBJECTS
+    others = [n for n in pool if n != subject]
     other = others[int(rng.integers(len(others)))]
     o = render(Scene(SUBJECTS[other].class_shape, None, *lay[:3], "plain", other, lay[3], lay[4]))
     return {"class prior": prior, "speckled": speckled, "textured": textured, "swapped": swapped, "other subjects": o}

@@ -17,10 +17,11 @@ from ..errors import DcoError
 from ..registry import SUITES
 from ..store import atomic_folder
 from ..suites.base import Suite, load_subject
-from . import references
+from . import references, world
 from .models import default_micro_dir
 
-SUBJECTS = ("tent", "quilt", "badge")
+SUBJECTS = ("tent", "quilt", "badge")  # world.HELDOUT_SUBJECTS: what `make run` trains
+RESERVE = world.SECOND_SUBJECTS  # twelve more, trained only where a run or study names them (`subjects=`)
 STYLES = ("striped", "dotted")  # both held-out styles (world.HELDOUT_STYLES): style targets of `dcobench study`
 MERGE_STYLES = ("striped",)  # what `--merge` pairs with the subjects unless `styles=` says otherwise
 
@@ -59,10 +60,10 @@ DEFAULTS = {
 def subjects_root(root: Path | None = None) -> Path:
     """The shipped subject folders; each one missing is written from the renderer (deterministic)."""
     root = Path(root) if root is not None else default_micro_dir() / "subjects"
-    for n in SUBJECTS + STYLES:
+    for n in SUBJECTS + RESERVE + STYLES:
         if not (root / n / "subject.yaml").is_file():
             with atomic_folder(root / n) as tmp:
-                (references.write_subject_folder if n in SUBJECTS else references.write_style_folder)(n, tmp)
+                (references.write_style_folder if n in STYLES else references.write_subject_folder)(n, tmp)
     return root
 
 
@@ -80,6 +81,7 @@ def build(model: str = "") -> Suite:
         resolution=32,
         subjects=[load_subject(root / n) for n in SUBJECTS],
         styles=[load_subject(root / n) for n in STYLES],  # trained only for `--merge`
+        reserve=[load_subject(root / n) for n in RESERVE],
         defaults=DEFAULTS,
         description="micro world: 3 held-out subjects, references on a shared white background",
     )

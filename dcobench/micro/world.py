@@ -22,7 +22,8 @@ period 4) are HELD OUT and only named through rare identifiers ("in kxv style").
 Held-out subjects are specific instances of a class the base model knows, as DreamBench's are
 (this dog, this backpack): the class shape in the class colour with a distinctive part in a
 second colour (``tent``: a yellow triangle with a purple base band; ``quilt``: a green square with
-orange top-left and bottom-right quarters; ``badge``: a red circle with a yellow centre disc).
+orange top-left and bottom-right quarters; ``badge``: a red circle with a yellow centre disc; and
+twelve more, ``SECOND_SUBJECTS``, with halves, corners, stripes, quarters and a centre square).
 Their class noun is that pretraining look in the caption form pretraining uses ("yellow
 triangle"), so the class prior is a near miss that differs exactly in the part: what the oracle's
 region test checks (``oracle.subject_regions``).  Captions are compositional: "a red circle on a
@@ -81,8 +82,38 @@ class Subject:
 SUBJECTS: dict[str, Subject] = {
     "tent": Subject("tent", "triangle", "sks", ("yellow", "purple"), "base band"),
     "quilt": Subject("quilt", "square", "bnp", ("green", "orange"), "quarters"),
-    "badge": Subject("badge", "circle", "bsp", ("red", "yellow"), "centre disc")}
-HELDOUT_SUBJECTS = tuple(SUBJECTS)
+    "badge": Subject("badge", "circle", "bsp", ("red", "yellow"), "centre disc"),
+    # The second set (the verdicts issue: power counted in subjects), designed and screened
+    # (`dcobench micro screen-subjects`, data/micro/SUBJECTS.md) before any method ran on them, by
+    # the rules of subject_screen.py. Design rules: each is a pretraining (shape, colour) with a part
+    # in a second colour; no blue (an evaluation background); no yellow/orange or red/orange pair
+    # (< 110 RGB units apart). First batch: flag ... card (7 of 12 passed: the four circles and
+    # lamp failed). Second batch, designed after that screen and before any method ran, by one more
+    # rule: the first design in a fixed order (shape, part kind, body, part colour) with no clean-render
+    # confusion with any subject and >= 8 part and body pixels in a small clean render: brick ... hill.
+    "flag": Subject("flag", "square", "rcn", ("red", "green"), "left half"),
+    "lamp": Subject("lamp", "triangle", "hmv", ("green", "purple"), "top half"),
+    "coin": Subject("coin", "circle", "dbz", ("green", "purple"), "quarters"),
+    "tile": Subject("tile", "square", "pbc", ("purple", "yellow"), "corners"),
+    "door": Subject("door", "square", "tvc", ("red", "green"), "vertical stripe"),
+    "belt": Subject("belt", "circle", "gsp", ("green", "yellow"), "horizontal stripe"),
+    "moon": Subject("moon", "circle", "pln", ("purple", "orange"), "left half"),
+    "sail": Subject("sail", "triangle", "mwf", ("red", "yellow"), "left half"),
+    "gem": Subject("gem", "square", "ccd", ("green", "red"), "centre square"),
+    "dome": Subject("dome", "circle", "bdg", ("red", "green"), "top half"),
+    "spire": Subject("spire", "triangle", "szn", ("purple", "green"), "vertical stripe"),
+    "card": Subject("card", "square", "lpg", ("yellow", "red"), "diagonal half"),
+    "brick": Subject("brick", "square", "mgt", ("red", "purple"), "bottom half"),
+    "cone": Subject("cone", "triangle", "nrg", ("green", "yellow"), "bottom half"),
+    "book": Subject("book", "square", "bpd", ("yellow", "green"), "right half"),
+    "wedge": Subject("wedge", "triangle", "kts", ("purple", "red"), "right half"),
+    "chest": Subject("chest", "square", "rsc", ("orange", "purple"), "top band"),
+    "hill": Subject("hill", "triangle", "fbs", ("red", "green"), "horizontal stripe")}
+# The first three: the default run's and the first study's subjects. `sample_scenes` and the judge
+# validity sets draw from these only, so the base model's build and data/micro/VALIDATION.md do not
+# move when subjects are added (a longer list changes the random stream).
+HELDOUT_SUBJECTS = ("tent", "quilt", "badge")
+SECOND_SUBJECTS = tuple(n for n in SUBJECTS if n not in HELDOUT_SUBJECTS)
 _PAIRS = {(s, c) for s in SHAPES for c in COLORS}
 _LAYOUTS = {(b, p, s) for b in BACKGROUNDS for p in POSITIONS for s in SIZES}
 
@@ -97,6 +128,26 @@ def part_mask(subject: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         return (u < 0) == (v < 0)
     if part == "centre disc":  # 30% of the disc's area
         return u**2 + v**2 <= 0.55**2
+    if part == "left half":
+        return u < 0
+    if part == "top half":  # a triangle's apex half: 25% of its area
+        return v < 0
+    if part == "corners":  # the four corner squares of a square: 36% of its area
+        return (np.abs(u) >= 0.4) & (np.abs(v) >= 0.4)
+    if part == "vertical stripe":  # the middle 30% of the width
+        return np.abs(u) <= 0.3
+    if part == "horizontal stripe":
+        return np.abs(v) <= 0.3
+    if part == "centre square":  # 25% of a square's area
+        return (np.abs(u) <= 0.5) & (np.abs(v) <= 0.5)
+    if part == "diagonal half":  # the top-left half of the box
+        return u + v < 0
+    if part == "bottom half":
+        return v >= 0
+    if part == "right half":
+        return u >= 0
+    if part == "top band":  # the top quarter of the height
+        return v <= -0.5
     raise ValueError(part)
 
 

@@ -21,6 +21,7 @@ from ..report.pareto import pareto_figure
 from ..report.tables import display_rows, summarise
 from ..store import read_json
 from .calibration import verdict_row
+from .recipes import DEFAULT_RULE, arm_names, recipe_curves, recipe_verdicts, shown_methods, split_arm
 from .samplers import SAMPLER_LABEL, sampler_verdicts
 from .stats import frontier_difference, paired_difference
 
@@ -36,6 +37,7 @@ class Section:
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)  # CSV name -> table
     figure: object = None
     notes: list[str] = field(default_factory=list)
+    extra_figures: dict[str, object] = field(default_factory=dict)  # "<claim>-<name>" -> figure (e.g. curves)
 
 
 def labeller(labels: dict):
@@ -101,6 +103,11 @@ def headline(rows: list[dict], judges: list[str]) -> str:
     return " — ".join(parts) or "no comparison could be computed (no finished cells)"
 
 
+def _diversity(df: pd.DataFrame) -> list[str]:
+    """The diversity metrics the cells were scored with (DIV: `div_dino`), shown in the points tables."""
+    return [m for m in df.attrs.get("metrics", []) if metric_meta(m)["kind"] == "diversity"]
+
+
 def _points(df: pd.DataFrame, columns: list[str], caption: str, label: str):
     summary = summarise(df)
     frames, tables = {}, []
@@ -140,15 +147,24 @@ def frontier_section(name: str, claim: dict, df: pd.DataFrame, labels: dict, cal
     lab = labeller(labels)
     sec = Section(name, claim["kind"], claim["title"] or name)
     x, judges, ref = claim["prompt_metric"], claim["judges"], claim["reference"]
-    samplers = claim.get("samplers") or {}
-    shown = df["method"].map(lab) if not samplers else \
+    samplers, recipes = claim.get("samplers") or {}, claim.get("recipes") or {}
+    shown = df["method"].map(lab) if not samplers else shown_methods(df, lab) if recipes else \
         [f"{lab(m)} ({SAMPLER_LABEL[a]})" for m, a in zip(df["method"], df["arm"])]
-    summary, sec.frames, sec.tables = _points(_shown(df, method=shown), judges + [x],
+    summary, sec.frames, sec.tables = _points(_shown(df, method=shown), judges + [x] + _diversity(df),
                                               "Points: mean ± 95% CI over units", "method")
     summary.attrs["pareto_metrics"] = judges
     sec.figure = pareto_figure(summary, title=f"{sec.title}: fidelity vs {metric_meta(x)['label']}")
     heads = claim["headline"] or judges[:1]
-    if samplers:
+    if recipes:
+        sec.verdicts = recipe_verdicts(name, claim, df, lab, heads, calibrated)
+        figure, sec.frames["recipes"], body = recipe_curves(claim, df, lab)
+        if figure is not None:
+            sec.extra_figures[f"{name}-curves"] = figure
+            sec.tables.append((f"The reference's training curves per recipe: mean |β·gap| over training, β·gap and "
+                               f"implicit accuracy over its last quarter. Default-β rule: {DEFAULT_RULE}",
+                               ["recipe", "LoRAs", "mean |β·gap|", "β·gap, last quarter",
+                                "implicit accuracy, last quarter", "the rule picks"], body))
+    elif samplers:
         sec.verdicts = sampler_verdicts(name, claim, df, lab, heads, calibrated)
     for b in [m for m in claim["methods"] if m != ref] if not samplers else []:
         for y in judges:
@@ -180,24 +196,31 @@ def frontier_section(name: str, claim: dict, df: pd.DataFrame, labels: dict, cal
 
 
 def captions_section(name: str, claim: dict, df: pd.DataFrame, labels: dict, calibrated: dict | None = None) -> Section:
-    """A captions or arms claim: per method and judge, the first arm's frontier against the second's."""
+    """A captions or arms claim: per method and judge, the first arm's frontier against the second's
+    (under each sampler, for a claim with `samplers:`: its arms are then "<arm>@<sampler>")."""
     lab = labeller(labels)
     sec = Section(name, claim["kind"], claim["title"] or name)
     x, judges = claim["prompt_metric"], claim["judges"]
-    a, b = claim["arm_order"]
-    shown = _shown(df, method=[f"{lab(m)} ({lab(arm)})" for m, arm in zip(df["method"], df["arm"])])
+    a, b = arm_names(claim)
+    parts = [split_arm(arm) for arm in df["arm"]] if claim.get("samplers") else [(arm, "") for arm in df["arm"]]
+    df = _shown(df, arm=[p[0] or p[1] for p in parts], sampler=[p[1] if p[0] else "" for p in parts])
+    shown = _shown(df, method=[f"{lab(m)} ({lab(arm)}{', ' + SAMPLER_LABEL[s] if s else ''})"
+                               for m, arm, s in zip(df["method"], df["arm"], df["sampler"])])
     what = "caption arm" if claim["kind"] == "captions" else "arm"
-    summary, sec.frames, sec.tables = _points(shown, judges + [x], f"Points per method and {what}",
+    summary, sec.frames, sec.tables = _points(shown, judges + [x] + _diversity(df), f"Points per method and {what}",
                                               f"method ({'captions' if claim['kind'] == 'captions' else 'arm'})")
     summary.attrs["pareto_metrics"] = judges
     sec.figure = pareto_figure(summary, title=f"{sec.title}: two frontiers per method")
     heads = claim["headline"] or judges[:1]
-    for m in claim["methods"]:
-        for y in judges:
-            res = frontier_difference(df[df["method"] == m], a, b, x, y, group="arm", label=lab(a),
-                                      units=tuple(claim.get("units") or ("subject", "seed")))
-            sec.verdicts.append(verdict_row(name, f"{lab(m)}: {lab(a)} vs {lab(b)}", y, "ΔHV", res, y in heads,
-                                     tested=f"{m}:{a}", against=f"{m}:{b}", calibrated=calibrated))
+    for s in dict.fromkeys(df["sampler"]) if len(df) else [""]:
+        under = f", under {SAMPLER_LABEL[s]}" if s else ""
+        for m in claim["methods"]:
+            for y in judges:
+                res = frontier_difference(df[(df["method"] == m) & (df["sampler"] == s)], a, b, x, y, group="arm",
+                                          label=lab(a), units=tuple(claim.get("units") or ("subject", "seed")))
+                sec.verdicts.append(verdict_row(name, f"{lab(m)}: {lab(a)} vs {lab(b)}{under}", y, "ΔHV", res,
+                                                y in heads, tested=f"{m}:{a}", against=f"{m}:{b}",
+                                                calibrated=calibrated, **({"sampler": s} if s else {})))
     sec.tables.append(verdict_table(sec.verdicts))
     sec.line = headline(sec.verdicts, heads)
     return sec

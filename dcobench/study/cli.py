@@ -1,4 +1,5 @@
-"""`dcobench study STUDY [key=value ...] [--out DIR] [--report DIR] [--readme FILE] [--plan] [--report-only]`."""
+"""`dcobench study STUDY [key=value ...] [--out DIR] [--report DIR] [--readme FILE] [--plan] [--report-only]
+[--model M] [--data D]`."""
 
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ def study_command(
     plan: bool = typer.Option(False, "--plan", help="Print the cells and LoRAs of each claim; run nothing."),
     report_only: bool = typer.Option(False, "--report-only", help="Only fold the finished cells into the report."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    model: Optional[str] = typer.Option(None, help="Base model (a diffusers folder or hub id) replacing the study's "
+                                                   "and its suite's, e.g. for data/studies/paper_sdxl.yaml."),
+    data: Optional[Path] = typer.Option(None, help="Dataset folder for suites that read one (dreambench: a "
+                                                   "google/dreambooth checkout)."),
     shard: Optional[str] = typer.Option(None, help="i/n: run only shard i of n of the study's units (processes on one "
                                                    "--out split it, each LoRA trained once); the report is written "
                                                    "by the one that finds every cell finished."),
@@ -34,6 +39,8 @@ def study_command(
     from .spec import load_study
 
     spec, path = load_study(study)
+    spec.model = model or spec.model
+    spec.data = str(data) if data is not None else spec.data
     out = out or Path("runs") / spec.name
     if not report_only:
         sp = plan_study(spec, path, overrides or [])

@@ -10,6 +10,7 @@ study whose positive control fails cannot tell a weaker method from a stronger o
 
 from __future__ import annotations
 
+from .recipes import arm_names
 from .run import ordered_claims
 from .stats import NO_DIFFERENCE
 
@@ -28,7 +29,7 @@ def control_checks(manifest: dict, rows: list[dict], lab) -> list[tuple[bool, st
         expect = claim.get("expect") or ""
         if not expect:
             continue
-        want = f"{lab(claim['arm_order'][0])} ahead" if expect == "ahead" else NO_DIFFERENCE
+        want = f"{lab(arm_names(claim)[0])} ahead" if expect == "ahead" else NO_DIFFERENCE
         heads = claim["headline"] or claim["judges"][:1]
         for r in rows:
             if r["claim"] == name and r["judge"] in heads:

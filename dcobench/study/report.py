@@ -1,9 +1,9 @@
 """The study report: a pure fold over `study.json` and the cells it names.
 
     REPORT/study.md, index.html      one section per claim: its one-line verdict, figure and tables
-    REPORT/verdicts.csv              every comparison: effect, sampler, estimate, 95% CI, n subjects, units,
+    REPORT/verdicts.csv              every comparison: effect, sampler, recipe, estimate, 95% CI, n subjects, units,
                                      seeds, half_width, bound, verdict (the findings' source)
-    REPORT/<claim>.png / .svg        the claim's figure
+    REPORT/<claim>.png / .svg        the claim's figure (a recipes claim adds <claim>-curves.png / .svg)
     REPORT/<claim>-<table>.csv       its tables (points, merge, vs_direct, mergers)
     REPORT/study.json                the manifest it was folded from
 
@@ -137,6 +137,7 @@ def markdown(manifest: dict, sections: list[Section], warnings: list[str], judge
         lines += [f"> {n}" for n in sec.notes] + ([""] if sec.notes else [])
         if sec.figure is not None:
             lines += [f"![{sec.title}]({sec.name}.png)", ""]
+        lines += [f"![{sec.title}: {key}]({key}.png)" for key in sec.extra_figures] + ([""] if sec.extra_figures else [])
         for caption, header, rows in sec.tables:
             lines += [f"*{caption}*", "", *md_table(header, rows), ""]
     return "\n".join(lines)
@@ -166,8 +167,9 @@ def html(manifest: dict, sections: list[Section], warnings: list[str], figures: 
     for i, sec in enumerate(sections, 1):
         out += [f"<h2>Claim {i}: {escape(sec.title)}</h2>", f'<p class="verdict">Verdict. {bold(sec.line)}</p>']
         out += [f'<p class="warn">{escape(n)}</p>' for n in sec.notes]
-        if sec.name in figures:
-            out.append(f'<img alt="{escape(sec.title)}" src="{data_uri(figures[sec.name])}">')
+        for key in [sec.name, *sec.extra_figures]:
+            if key in figures:
+                out.append(f'<img alt="{escape(sec.title)}" src="{data_uri(figures[key])}">')
         for caption, header, rows in sec.tables:
             out += [f"<h3>{escape(caption)}</h3>", table(header, rows)]
     css = ("body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1400px;padding:0 16px;line-height:1.4}"
@@ -190,14 +192,14 @@ def write_study_report(run_dir: str | Path, out_dir: str | Path | None = None, l
     sections, warnings, judged = build_sections(run_dir, manifest, labels)
     paths, figures = {}, {}
     for sec in sections:
-        if sec.figure is not None:
-            paths.update(save_figure(sec.figure, out, sec.name))
-            figures[sec.name] = paths[f"{sec.name}_png"].read_bytes()
+        for key, fig in ([(sec.name, sec.figure)] if sec.figure is not None else []) + list(sec.extra_figures.items()):
+            paths.update(save_figure(fig, out, key))
+            figures[key] = paths[f"{key}_png"].read_bytes()
         for key, frame in sec.frames.items():
             paths[f"{sec.name}-{key}"] = out / f"{sec.name}-{key}.csv"
             atomic_write_bytes(paths[f"{sec.name}-{key}"], _csv(frame))
     verdicts = pd.DataFrame([{**r, "title": s.title} for s in sections for r in s.verdicts],
-                            columns=["claim", "title", "effect", "sampler", "comparison", "tested", "against", "judge",
+                            columns=["claim", "title", "effect", "sampler", "recipe", "comparison", "tested", "against", "judge",
                                      "judge_label", "statistic", "estimate", "ci_low", "ci_high", "n", "units", "seeds",
                                      "half_width", "bound", "verdict", "headline", "interval_verdict", "calibrated"])
     paths["verdicts_csv"] = out / "verdicts.csv"

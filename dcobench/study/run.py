@@ -58,7 +58,7 @@ def plan_study(spec: StudySpec, study_file: Path, overrides=()) -> StudyPlan:
             if not plan.cells and not plan.merge_cells:
                 raise DcoError(f"claims.{name} ({arm.name}): plans no cells; check its methods and subjects")
             _check_metrics(arm, claim, plan.config)
-            if claim.samplers and any(c.sample.guidance != arm.name for c in plan.cells):
+            if claim.samplers and any(c.sample.guidance != arm.name.split("@")[-1] for c in plan.cells):
                 raise DcoError(f"claims.{name} ({arm.name}): a sample.guidance override samples this arm under "
                                "another guidance than its name; leave sample.guidance out of the command line "
                                "for a study with samplers:")

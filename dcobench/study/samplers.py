@@ -17,37 +17,46 @@ from .stats import frontier_difference
 SAMPLER_LABEL = {"cfg": "CFG", "consistency": "consistency guidance"}
 
 
-def sampler_verdicts(name: str, claim: dict, df: pd.DataFrame, lab, heads: list[str], calibrated) -> list[dict]:
+def sampler_verdicts(name: str, claim: dict, df: pd.DataFrame, lab, heads: list[str], calibrated,
+                     samplers: list[str] | None = None, recipe: str = "", baseline_sampler_rows: bool = True) -> list[dict]:
     """A claim swept under both samplers (`samplers:`): three kinds of rows, one factor varied in each.
     - objective effect: the reference against each other method under the same sampler (one row
       per sampler); the claim's one-line verdict is made of these;
     - sampler effect: consistency guidance against CFG on the same LoRAs, one row per method;
-    - as published: each method on its own default sampler, labelled confounded."""
+    - as published: each method on its own default sampler, labelled confounded.
+    `df["arm"]` is each cell's sampler. With `recipe` (a recipes claim: this is one of the reference's
+    training recipes) the reference is labelled "DCO (recipe)" and every row records the recipe;
+    `baseline_sampler_rows=False` leaves out the other methods' sampler rows (the first recipe has them)."""
     from ..registry import METHODS
 
     x, judges, ref = claim["prompt_metric"], claim["judges"], claim["reference"]
     others = [m for m in claim["methods"] if m != ref]
+    me = f"{lab(ref)} ({lab(recipe)})" if recipe else lab(ref)
+    extra = {"recipe": recipe} if recipe else {}
     rows = []
-    for s in claim["arm_order"]:
+    for s in samplers or claim["arm_order"]:
         for b in others:
             for y in judges:
-                res = frontier_difference(df[df["arm"] == s], ref, b, x, y, label=lab(ref))
-                rows.append(verdict_row(name, f"{lab(ref)} vs {lab(b)}, both under {SAMPLER_LABEL[s]}", y, "ΔHV", res,
+                res = frontier_difference(df[df["arm"] == s], ref, b, x, y, label=me)
+                rows.append(verdict_row(name, f"{me} vs {lab(b)}, both under {SAMPLER_LABEL[s]}", y, "ΔHV", res,
                                  y in heads, tested=ref, against=b, effect="objective", sampler=s,
-                                 calibrated=calibrated))
+                                 calibrated=calibrated, **extra))
     for m in claim["methods"]:
+        if m != ref and not baseline_sampler_rows:
+            continue
         for y in judges:
             res = frontier_difference(df[df["method"] == m], "consistency", "cfg", x, y, group="arm",
                                       label="consistency guidance")
-            rows.append(verdict_row(name, f"{lab(m)}: consistency guidance vs CFG, same LoRAs", y, "ΔHV", res, False,
-                             tested=f"{m}:consistency", against=f"{m}:cfg", effect="sampler", calibrated=calibrated))
+            rows.append(verdict_row(name, f"{me if m == ref else lab(m)}: consistency guidance vs CFG, same LoRAs", y,
+                             "ΔHV", res, False, tested=f"{m}:consistency", against=f"{m}:cfg", effect="sampler",
+                             calibrated=calibrated, **(extra if m == ref else {})))
     own = {m: METHODS.get(m).default_guidance for m in claim["methods"]}
     mask = [arm == own.get(m) for m, arm in zip(df["method"], df["arm"])]
     published = df[pd.Series(mask, index=df.index, dtype=bool)]  # an empty list would drop the columns
     for b in others:
         for y in judges:
-            res = frontier_difference(published, ref, b, x, y, label=lab(ref))
-            rows.append(verdict_row(name, f"{lab(ref)} ({SAMPLER_LABEL[own[ref]]}) vs {lab(b)} ({SAMPLER_LABEL[own[b]]}): "
+            res = frontier_difference(published, ref, b, x, y, label=me)
+            rows.append(verdict_row(name, f"{me} ({SAMPLER_LABEL[own[ref]]}) vs {lab(b)} ({SAMPLER_LABEL[own[b]]}): "
                              "as published, CONFOUNDED with the sampler", y, "ΔHV", res, False, tested=ref,
-                             against=b, effect="as published (confounded)", calibrated=calibrated))
+                             against=b, effect="as published (confounded)", calibrated=calibrated, **extra))
     return rows

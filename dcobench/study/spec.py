@@ -10,6 +10,8 @@
       style:    {kind: frontier, methods: [dco, dreambooth], subjects: [striped], judges: [oracle_style]}
       merge:    {kind: merge, methods: [dco, dreambooth], merges: [direct, ziplora], styles: [striped]}
       captions: {kind: captions, methods: [dco, dreambooth], arms: {comprehensive: {}, template: {...}}}
+      beta:     {kind: frontier, methods: [dco, dreambooth], samplers: {...},
+                 recipes: {beta_5: {methods: {dco: {beta: 5}}}, beta_50: {methods: {dco: {beta: 50}}}}}
 
 Every arm's run config is, bottom to top: the suite's defaults < the study's `config` < the claim's
 `config` (and `subjects`, `styles`) < the arm's own overlay < `key=value` overrides of the command
@@ -54,10 +56,16 @@ class ClaimSpec:
     arms: dict[str, Any] = option({}, "captions: exactly two arms, name -> overlay; the first is tested against "
                                   "the second, per method.")
     samplers: dict[str, dict[str, Any]] = option(
-        {}, "frontier: sampler -> its sweep, e.g. {cfg: {sample.cfg_scale: [1.5, 3]}, consistency: {sample.w_con: [1, "
-        "2]}}. Every method is then swept under each sampler on the same LoRAs (sampling cells only), and the "
-        "verdicts separate the objective effect (the methods under one sampler), the sampler effect (one method's "
-        "LoRAs under both) and the as-published comparison (each method on its own default sampler: confounded).")
+        {}, "frontier, captions, arms: sampler -> its sweep, e.g. {cfg: {sample.cfg_scale: [1.5, 3]}, consistency: "
+        "{sample.w_con: [1, 2]}}. Every method is then swept under each sampler on the same LoRAs (sampling cells "
+        "only). A frontier claim's verdicts separate the objective effect (the methods under one sampler), the "
+        "sampler effect (one method's LoRAs under both) and the as-published comparison (each method on its own "
+        "default sampler: confounded); a captions or arms claim compares its two arms under each sampler.")
+    recipes: dict[str, Any] = option(
+        {}, "frontier with samplers: the reference method's training recipes, name -> overlay (e.g. {beta_50: "
+        "{methods: {dco: {beta: 50}}}}). The reference is trained under each, the other methods once at the claim's "
+        "config; each recipe gets its own objective-effect rows under each sampler, and the report adds the "
+        "reference's training curves per recipe (a beta sweep).")
     units: list[str] = option(["subject", "seed"], "captions / arms: the columns a pair of frontiers shares; "
                               "[subject] pairs arms run on different training seeds (a negative control).")
     expect: str = option("", "captions / arms, for a control: what its headline judges' intervals must say: ahead "
@@ -150,9 +158,9 @@ def _check_claim(path: Path, name: str, c: ClaimSpec) -> None:
         raise DcoError(f"{where}.units: only a captions or arms claim pairs by subject alone")
     if c.expect and c.kind not in ("captions", "arms"):
         raise DcoError(f"{where}.expect: only a captions or arms claim is a control")
-    if c.samplers and c.kind != "frontier":
-        raise DcoError(f"{where}.samplers: only a frontier claim sweeps samplers; sample a merge claim at one "
-                       "guidance per method in its config")
+    if c.samplers and c.kind == "merge":
+        raise DcoError(f"{where}.samplers: a merge claim does not sweep samplers; sample it at one guidance per "
+                       "method in its config")
     for s, sweep in c.samplers.items():
         if s not in SAMPLERS:
             raise DcoError(f"{where}.samplers.{s}: unknown sampler; use {' or '.join(SAMPLERS)}")
@@ -163,6 +171,12 @@ def _check_claim(path: Path, name: str, c: ClaimSpec) -> None:
             raise DcoError(f"{where}.samplers.{s}: '{bad[0]}' cannot be swept here; a sampler's sweep varies "
                            f"sample.* knobs other than sample.guidance (e.g. {SAMPLERS[s]}), so that every sampler "
                            "reuses the same LoRAs and the arm's name is its guidance")
+    if c.recipes and not (c.kind == "frontier" and c.samplers):
+        raise DcoError(f"{where}.recipes: only a frontier claim with `samplers:` sweeps the reference's recipes "
+                       "(each recipe is compared with the other methods under the same sampler)")
+    for r in c.recipes:
+        if "@" in str(r):
+            raise DcoError(f"{where}.recipes.{r}: a recipe's name cannot contain '@' (it joins recipe and sampler)")
     if len(c.samplers) == 1:
         raise DcoError(f"{where}.samplers: name both cfg and consistency (or leave it out and each method keeps "
                        "its own sweep)")
@@ -184,6 +198,16 @@ def claim_arms(spec: StudySpec, study_file: Path, name: str, c: ClaimSpec) -> li
     base = deep_merge(spec.config, c.config)
     if c.subjects:
         base["subjects"] = list(c.subjects)
+    if c.kind == "frontier" and c.samplers and c.recipes:
+        # the other methods once per sampler; the reference once per recipe and sampler ("<recipe>@<sampler>")
+        others = [m for m in c.methods if m != c.reference]
+        arms = [sampler_arm(name, s, base, sweep, others) for s, sweep in c.samplers.items()] if others else []
+        for r, value in c.recipes.items():
+            cfg = deep_merge(base, overlay(value, study_file, f"claims.{name}.recipes.{r}"))
+            for s, sweep in c.samplers.items():
+                arm = sampler_arm(name, s, cfg, sweep, [c.reference])
+                arms.append(Arm(name, f"{r}@{s}", arm.config, arm.methods))
+        return arms
     if c.kind == "frontier" and c.samplers:
         return [sampler_arm(name, s, base, sweep, list(c.methods)) for s, sweep in c.samplers.items()]
     if c.kind == "frontier":
@@ -196,8 +220,12 @@ def claim_arms(spec: StudySpec, study_file: Path, name: str, c: ClaimSpec) -> li
             cfg = deep_merge(base, overlay(value, study_file, f"claims.{name}.variants.{v}"))
             arms.append(Arm(name, v, cfg, list(c.methods), list(c.merges), merges_only=True))
         return arms
-    return [Arm(name, a, deep_merge(base, overlay(value, study_file, f"claims.{name}.arms.{a}")), list(c.methods))
+    arms = [Arm(name, a, deep_merge(base, overlay(value, study_file, f"claims.{name}.arms.{a}")), list(c.methods))
             for a, value in c.arms.items()]
+    if c.samplers:  # every arm under each sampler, on the arm's LoRAs: "<arm>@<sampler>"
+        return [Arm(name, f"{a.name}@{s}", sampler_arm(name, s, a.config, sweep, a.methods).config, a.methods)
+                for a in arms for s, sweep in c.samplers.items()]
+    return arms
 
 
 def sampler_arm(claim: str, sampler: str, base: dict, sweep: dict, methods: list[str]) -> Arm:

@@ -90,13 +90,16 @@ class Suite:
     # Style references that are only trained to be merged with a subject (`dcobench run --merge`);
     # entries of `subjects` with kind "style" are styles too, and also get their own cells.
     styles: list[Subject] = field(default_factory=list)
+    # Subjects a run trains only when `subjects=` names them (a study's extra subjects): the
+    # default run keeps its subjects, and naming one of these is no error.
+    reserve: list[Subject] = field(default_factory=list)
 
     def select(self, names: list[str]) -> list[Subject]:
         """The named subjects (all when `names` is empty). A style of `styles` may be named too: it
         is then a personalization target of its own (kind style, scored against its references)."""
         if not names:
             return list(self.subjects)
-        by_name = {s.name: s for s in self.styles + self.subjects}
+        by_name = {s.name: s for s in self.styles + self.reserve + self.subjects}
         for n in names:
             if n not in by_name:
                 raise DcoError(f"subjects: suite '{self.name}' has no subject '{n}'; {did_you_mean(n, by_name)}")
