@@ -122,3 +122,17 @@ def test_div_is_the_mean_pairwise_distance_within_each_prompt():
     assert got[4].isnan() and got[5].isnan()
     three = div.per_group(torch.stack([e[0], e[0], e[1]]), ["p"] * 3)
     assert three.tolist() == pytest.approx([0.5, 0.5, 1.0])
+
+
+@pytest.mark.parametrize("spec", ["tiny-clip", "tiny-dino"])
+def test_threaded_preprocessing_gives_the_serial_embeddings(spec):
+    """The GPU path preprocesses in a thread pool, one batch ahead; it must embed exactly as the
+    serial path does (forced on here: on the CPU the serial path is the default)."""
+    bb = get_backbone(spec)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (40, 48, 3), dtype=np.uint8) for _ in range(11)]
+    bb.threads = 0
+    serial = bb.embed_images(images, batch_size=4)
+    bb.threads = 3
+    threaded = bb.embed_images(images, batch_size=4)
+    assert torch.equal(serial, threaded) and serial.shape[0] == 11

@@ -50,18 +50,46 @@ def _to_pil(images):
     return [Image.fromarray(np.asarray(im, dtype=np.uint8)) for im in images]
 
 
+def preprocess_threads(device: str) -> int:
+    """Threads that preprocess images beside the encoder: on a GPU the encoder is fast and the PIL
+    resize and crop on the CPU were most of the time (H200, RESULTS.md); PIL releases the GIL, so a
+    pool runs them in parallel and the next batch is prepared while the GPU embeds this one. On the
+    CPU, 0: the encoder already uses the thread count the run was given (one, in shards and Ray)."""
+    import os
+
+    return min(8, os.cpu_count() or 1) if str(device).startswith("cuda") else 0
+
+
 class _TorchBackbone(Backbone):
     """Shared batching: preprocess PIL images with `self.transform`, embed with `self._image`."""
 
     device = "cpu"
+    threads: int | None = None  # preprocessing threads; None: `preprocess_threads(self.device)`
+
+    def _prepare(self, images, pool=None) -> torch.Tensor:
+        pil = _to_pil(images)
+        return torch.stack(list(pool.map(self.transform, pil)) if pool else [self.transform(im) for im in pil])
 
     @torch.no_grad()
     def embed_images(self, images, batch_size: int = 32) -> torch.Tensor:
+        chunks = [images[start : start + batch_size] for start in range(0, len(images), batch_size)]
+        threads = preprocess_threads(self.device) if self.threads is None else self.threads
+        if not chunks:
+            return torch.zeros(0, 1)
+        if not threads:
+            return torch.cat([normalise(self._image(self._prepare(c).to(self.device))).cpu() for c in chunks])
+        from concurrent.futures import ThreadPoolExecutor
+
         out = []
-        for start in range(0, len(images), batch_size):
-            batch = torch.stack([self.transform(im) for im in _to_pil(images[start : start + batch_size])])
-            out.append(normalise(self._image(batch.to(self.device))).cpu())
-        return torch.cat(out) if out else torch.zeros(0, 1)
+        # the same transform on every image, in any order: the embeddings are those of the serial path
+        with ThreadPoolExecutor(threads) as pool, ThreadPoolExecutor(1) as ahead:
+            pending = ahead.submit(self._prepare, chunks[0], pool)
+            for i in range(len(chunks)):
+                batch = pending.result()
+                if i + 1 < len(chunks):
+                    pending = ahead.submit(self._prepare, chunks[i + 1], pool)
+                out.append(normalise(self._image(batch.to(self.device, non_blocking=True))).cpu())
+        return torch.cat(out)
 
 
 @BACKBONES.register("openclip", description="open_clip CLIP; ARCH e.g. ViT-B-32, ViT-L-14; WEIGHTS a tag or file")
