@@ -130,8 +130,8 @@ def test_shipped_studies_parse_and_name_known_metrics():
         spec, _ = load_study(name)
         kinds = [c.kind for c in spec.claims.values()]
         assert kinds[:4] == ["frontier", "frontier", "merge", "captions"]  # the paper's four claims
-        # then the beta sweep and the two controls
-        assert kinds[4:] == (["frontier", "arms", "arms"] if name == "micro_paper" else [])
+        # then the beta sweep (and, in the micro study, the two controls)
+        assert kinds[4:] == (["frontier", "arms", "arms"] if name == "micro_paper" else ["frontier"])
         if name == "micro_paper":
             assert set(spec.claims["beta"].recipes) == {"beta_5", "beta_50", "beta_500"}
         for claim in spec.claims.values():
@@ -183,7 +183,7 @@ def test_tiny_study_plans_shared_cells_once(dcobench_cache):
     spec, path = load_study("tiny_paper")
     sp = plan_study(spec, path)
     claims = sp.manifest["claims"]
-    assert sp.manifest["claim_order"] == ["subject", "style", "merge", "captions"]
+    assert sp.manifest["claim_order"] == ["subject", "style", "merge", "captions", "beta"]
     by_sampler = {a: set(claims["subject"]["arms"][a]["cells"]) for a in ("cfg", "consistency")}
     assert not by_sampler["cfg"] & by_sampler["consistency"]
     subject = by_sampler["cfg"] | by_sampler["consistency"]
@@ -412,12 +412,20 @@ def test_tiny_study_end_to_end(tmp_path, cli):
     r = cli("study", "tiny_paper", "--out", out, "--report", report, "--readme", readme, "--quiet", timeout=900)
     assert r.returncode == 0, r.stderr
     v = pd.read_csv(report / "verdicts.csv")
-    assert list(dict.fromkeys(v["claim"])) == ["subject", "style", "merge", "captions"]
+    assert list(dict.fromkeys(v["claim"])) == ["subject", "style", "merge", "captions", "beta"]
+    # the beta sweep: objective rows per recipe and sampler, the reference's curves one line per recipe
+    beta = v[(v["claim"] == "beta") & (v["effect"] == "objective")]
+    assert sorted(zip(beta["recipe"], beta["sampler"])) == sorted((r, s) for r in ("beta_5", "beta_500")
+                                                                  for s in ("cfg", "consistency"))
+    assert (report / "beta-curves.png").stat().st_size > 1000
+    recipes = pd.read_csv(report / "beta-recipes.csv")
+    assert list(recipes["recipe"]) == ["beta_5", "beta_500"] and recipes["rule_pick"].sum() == 1
     # the tiny suite has no labels of its outputs: no judge carries a verdict, the intervals are still read
     assert set(v["verdict"]) == {"not calibrated on outputs"}
     assert set(v["interval_verdict"]) <= {"DCO ahead", "DCO behind", "comprehensive ahead", "comprehensive behind",
                                           "consistency guidance ahead", "consistency guidance behind",
-                                          stats.NO_DIFFERENCE}
+                                          "DCO (beta_5) ahead", "DCO (beta_5) behind", "DCO (beta_500) ahead",
+                                          "DCO (beta_500) behind", stats.NO_DIFFERENCE}
     # the subject claim sweeps both samplers: objective rows per sampler, sampler rows per method, as published
     subject = v[v["claim"] == "subject"]
     assert subject.groupby("effect").size().to_dict() == {"objective": 2 * 2 * 2, "sampler": 3 * 2,
