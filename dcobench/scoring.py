@@ -96,9 +96,10 @@ class Scorer:
         return torch.stack([self._refs[k] for k in keys])
 
     def score_images(self, images: list[np.ndarray], texts: list[str], references: dict[str, list[str]],
-                     prompts: list[str] | None = None):
+                     prompts: list[str] | None = None, groups: list | None = None):
         """Per-image values of every metric that has what it needs: {metric: (N,) tensor}.
-        `texts` are what CLIP-T scores; `prompts` the prompts as sampled (for judge metrics)."""
+        `texts` are what CLIP-T scores; `prompts` the prompts as sampled (for judge metrics); `groups`
+        which images share a prompt (DIV; default the prompts)."""
         emb = {}
         out = {}
         for m in self.metrics:
@@ -112,7 +113,8 @@ class Scorer:
             if m.role not in emb:
                 emb[m.role] = self.backbone(m.role).embed_images(images, self.cfg.batch_size)
             if m.against == "seeds":  # DIV: grouped by the prompt as sampled (its seeds)
-                out[m.name] = m.per_group(emb[m.role], prompts if prompts is not None else texts)
+                key = groups if groups is not None else prompts if prompts is not None else texts
+                out[m.name] = m.per_group(emb[m.role], list(key))
                 continue
             if m.against == "prompt":
                 # a grid repeats each prompt over seeds: embed each distinct text once
@@ -145,7 +147,8 @@ class Scorer:
                                    self.cfg.clip_t_prompt) for t in texts]
         style_refs = result.get("style_references") or (result["references"] if result.get("kind") == "style" else [])
         refs = {"references": result.get("references") or [], "style_references": style_refs}
-        values = self.score_images(images, texts, refs, [r["prompt"] for r in records])
+        values = self.score_images(images, texts, refs, [r["prompt"] for r in records],
+                                   groups=[r["prompt_index"] for r in records])
         proto = self.protocol()
         rows = pd.DataFrame({
             "cell_id": result["cell_id"],

@@ -276,10 +276,13 @@ def test_background_leak_metric_counts_only_the_references_background():
 def test_subject_folder_base_prompts_are_the_worlds_class_captions(tmp_path):
     """The harness's base prompt (identifier -> class noun) is exactly the world's class-prior
     caption, article included, so DCO's reference pass and consistency guidance stay in distribution."""
-    from dcobench.micro import world
+    from dcobench.micro import suite, world
     from dcobench.suites.base import load_subject
 
-    for name in world.SUBJECTS:
+    # every subject a run can train; a class noun starting with a vowel ("an orange square") would get
+    # "a orange square" as its base prompt: the failed `chest` is the only such design, and no run has it
+    for name in suite.SUBJECTS + suite.RESERVE:
+        assert world.SUBJECTS[name].class_noun[0] not in "aeiou", name
         subject = load_subject(write_subject_folder(name, tmp_path / name))
         scenes = eval_prompts(name)
         assert [subject.base(p) for p in subject.prompts] == [world.base_caption(s) for s in scenes]
@@ -298,3 +301,20 @@ def test_oracle_version_is_part_of_every_oracle_judges_description(monkeypatch):
     monkeypatch.setattr(oracle, "VERSION", oracle.VERSION + 1)
     assert judge.describe() != before
     assert isinstance(judge, metrics.OracleMetric)
+
+
+def test_every_shipped_subject_folder_is_what_the_renderer_writes(tmp_path):
+    """The suite writes a missing folder and never rewrites one, so a folder written before its
+    subject's design changed would train on old references: each shipped folder must equal a fresh
+    write, byte for byte, and no folder may belong to a subject the suite does not have."""
+    from dcobench.micro import suite
+
+    root = suite.subjects_root()
+    names = set(suite.SUBJECTS + suite.RESERVE + suite.STYLES)
+    assert {p.name for p in root.iterdir() if p.is_dir()} == names
+    for name in names:
+        fresh = (write_style_folder if name in suite.STYLES else write_subject_folder)(name, tmp_path / name)
+        shipped = sorted(p.name for p in (root / name).iterdir())
+        assert shipped == sorted(p.name for p in fresh.iterdir()), name
+        for f in shipped:
+            assert (root / name / f).read_bytes() == (fresh / f).read_bytes(), (name, f)

@@ -520,6 +520,8 @@ def test_a_sampler_arm_replaces_each_methods_sweep(tmp_path):
     ({"cfg": {"sample.guidance": ["cfg"]}, "consistency": {"sample.w_con": [1]}}, "frontier", "sample.guidance"),
     ({"cfg": {"sample.cfg_scale": [1]}}, "frontier", "name both cfg and consistency"),
     ({"cfg": {"sample.cfg_scale": [1]}, "consistency": {"sample.w_con": [1]}}, "merge", "a merge claim does not"),
+    ({"cfg": {"sample.cfg_scale": 3}, "consistency": {"sample.w_con": [1]}}, "frontier",
+     r"samplers\.cfg\.sample\.cfg_scale: give a list of values"),
 ])
 def test_bad_samplers_fail_naming_the_field(tmp_path, samplers, kind, match):
     import yaml
@@ -553,6 +555,13 @@ def test_an_arms_claim_on_disjoint_seeds_pairs_by_subject():
     ({"kind": "arms", "arms": {"a": {}}}, "exactly two arms"),
     ({"kind": "arms", "arms": {"a": {}, "b": {}}, "units": ["seed"]}, r"units: use \[subject, seed\]"),
     ({"kind": "frontier", "units": ["subject"]}, "only a captions or arms claim"),
+    ({"kind": "arms", "arms": {"full@x": {}, "weak": {}}}, r"arms\.full@x: a name cannot contain '@'"),
+    ({"kind": "frontier", "samplers": {"cfg": {"sample.cfg_scale": [1]}, "consistency": {"sample.w_con": [1]}},
+      "recipes": {"b": {"methods": {"dreambooth": {"sweep": {}}}}}}, r"recipes\.b: 'methods\.dreambooth' cannot"),
+    ({"kind": "frontier", "samplers": {"cfg": {"sample.cfg_scale": [1]}, "consistency": {"sample.w_con": [1]}},
+      "recipes": {"b": {"sample": {"guidance": "cfg"}}}}, r"recipes\.b: 'sample\.guidance' cannot"),
+    ({"kind": "frontier", "samplers": {"cfg": {"sample.cfg_scale": [1]}, "consistency": {"sample.w_con": [1]}},
+      "recipes": {"b": {}}, "targets": {"dco": {"dino": 0.5}}}, "a claim with recipes has no targets"),
 ])
 def test_bad_arms_claims_fail_naming_the_field(tmp_path, claim, match):
     import yaml
@@ -564,6 +573,40 @@ def test_bad_arms_claims_fail_naming_the_field(tmp_path, claim, match):
                                                                   "judges": ["dino"], **claim}}}))
     with pytest.raises(DcoError, match=match):
         load_study(str(path))
+
+
+def test_identical_recipes_and_diversity_judges_are_refused_when_planned(tmp_path, dcobench_cache):
+    """Two recipes with the same cells would leave the second empty (n = 0, "no difference"); DIV
+    is not a fidelity and cannot carry a verdict."""
+    import yaml
+
+    from dcobench.study.run import plan_study
+    from dcobench.study.spec import load_study
+
+    sweep = {"cfg": {"sample.cfg_scale": [3.0]}, "consistency": {"sample.w_con": [1.0]}}
+    base = {"name": "s", "suite": "tiny", "config": {"train": {"steps": 1}}}
+    claim = {"kind": "frontier", "methods": ["dco", "dreambooth"], "judges": ["dino"], "samplers": sweep,
+             "recipes": {"a": {}, "b": {}}}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({**base, "claims": {"beta": claim}}))
+    with pytest.raises(DcoError, match=r"claims\.beta: arms 'a@cfg' and 'b@cfg' plan the same cells"):
+        plan_study(*load_study(str(path)))
+    plain = {"kind": "frontier", "methods": ["dco", "dreambooth"], "judges": ["div_dino"]}
+    path.write_text(yaml.safe_dump({**base, "config": {"score": {"metrics": ["dino", "clip_t", "div_dino"]}},
+                                    "claims": {"c": plain}}))
+    with pytest.raises(DcoError, match="'div_dino' is a diversity"):
+        plan_study(*load_study(str(path)))
+
+
+def test_a_control_that_paired_nothing_fails():
+    from dcobench.study.claims import labeller
+    from dcobench.study.controls import control_checks
+
+    claim = {"kind": "arms", "title": "neg", "headline": [], "judges": ["dino"], "expect": "even", "arm_order": ["a", "b"]}
+    row = {"claim": "neg", "judge": "dino", "judge_label": "DINO", "statistic": "ΔHV", "estimate": float("nan"),
+           "ci_low": float("nan"), "ci_high": float("nan"), "n": 0, "verdict": stats.NO_DIFFERENCE}
+    [(ok, text)] = control_checks({"claim_order": ["neg"], "claims": {"neg": claim}}, [row], labeller({}))
+    assert not ok and "no interval" in text
 
 
 def test_a_guidance_override_cannot_undo_the_sampler_arms(dcobench_cache):

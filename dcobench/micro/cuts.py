@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from .models import default_micro_dir
-from .world import SUBJECTS
+from .world import HELDOUT_SUBJECTS
 
 # the image metrics each backbone's validation rated (judge_validity: "dino" and "clip_i")
 VALIDATED = ("dino", "clip_i")
@@ -27,4 +27,4 @@ def validated_cuts(metric: str) -> tuple[dict[str, float], str]:
     cuts = judges.get(metric, {}).get("threshold")
     if not cuts:
         return {}, ""
-    return dict(zip(SUBJECTS, map(float, cuts))), "validation: data/micro/validation.json"
+    return dict(zip(HELDOUT_SUBJECTS, map(float, cuts))), "validation: data/micro/validation.json"

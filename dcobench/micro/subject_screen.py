@@ -1,7 +1,7 @@
 """Screening held-out subjects before any method runs on them: `dcobench micro screen-subjects`.
 
-The verdicts issue asks for power counted in subjects, so the micro world gained twelve subjects
-(`world.SECOND_SUBJECTS`). Each is validated as the first three were, by rules fixed in this
+The verdicts issue asks for power counted in subjects, so the micro world gained eighteen subjects in
+two batches (`world.SECOND_SUBJECTS`; twelve passed, `PASSED`). Each is validated as the first three were, by rules fixed in this
 module before the screen was run; a subject enters a study only if it passes every one:
 
 1. **VAE**: its reference images survive the VAE round trip, reconstruction MSE ≤ 0.005 in [-1, 1]
@@ -26,6 +26,9 @@ import numpy as np
 from . import judges, oracle, references
 from .world import SECOND_SUBJECTS, SUBJECTS, render
 
+# The screen's result (data/micro/SUBJECTS.md, subjects_screen.json; a test checks the two agree):
+# the subjects a study may use. The other six stay in the world, documented as failed, and no run trains them.
+PASSED = ("flag", "tile", "door", "sail", "gem", "spire", "card", "brick", "cone", "book", "wedge", "hill")
 VAE_MAX = 0.005
 JUDGEABLE_MIN = 6
 TPR_MIN, FPR_MAX, AUC_MIN = 0.90, 0.05, 0.90

@@ -17,11 +17,13 @@ from ..errors import DcoError
 from ..registry import SUITES
 from ..store import atomic_folder
 from ..suites.base import Suite, load_subject
-from . import references, world
+from . import references, subject_screen
 from .models import default_micro_dir
 
 SUBJECTS = ("tent", "quilt", "badge")  # world.HELDOUT_SUBJECTS: what `make run` trains
-RESERVE = world.SECOND_SUBJECTS  # twelve more, trained only where a run or study names them (`subjects=`)
+# the twelve later subjects that passed their screen (subject_screen.PASSED): trained only where a run
+# or study names them (`subjects=`); the six that failed are not subjects of the suite
+RESERVE = subject_screen.PASSED
 STYLES = ("striped", "dotted")  # both held-out styles (world.HELDOUT_STYLES): style targets of `dcobench study`
 MERGE_STYLES = ("striped",)  # what `--merge` pairs with the subjects unless `styles=` says otherwise
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from .models import (TEXT_LEN, make_text_encoder, make_unet, make_vae, n_params, resolve, to_pixels,  # noqa: F401
                      tokenize, alphas_cumprod)
 from .references import reference_scenes, style_reference_scenes
-from .world import BACKGROUNDS, CANVAS, COLORS, HELDOUT_STYLES, SUBJECTS, caption, render, sample_scenes
+from .world import BACKGROUNDS, CANVAS, COLORS, HELDOUT_STYLES, HELDOUT_SUBJECTS, caption, render, sample_scenes
 
 POOL_CAP = 20000  # draws; covers the pretraining world (with its jitter) many times over
 EVAL_SEED_OFFSET = 1000  # eval pools use seed + this: other draws of the same world
@@ -173,7 +173,7 @@ def _mse(vae, scenes) -> float:
 def heldout_recon_by_concept(vae) -> dict[str, float]:
     """Reconstruction MSE of each held-out concept's reference images: a concept the VAE cannot
     reproduce cannot be learned by any personalization method (measured: "dotted" ~0.1)."""
-    out = {name: _mse(vae, reference_scenes(name)) for name in SUBJECTS}
+    out = {name: _mse(vae, reference_scenes(name)) for name in HELDOUT_SUBJECTS}  # later ones: subject_screen
     return {**out, **{name: _mse(vae, style_reference_scenes(name)) for name in HELDOUT_STYLES}}
 
 

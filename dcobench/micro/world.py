@@ -23,7 +23,7 @@ Held-out subjects are specific instances of a class the base model knows, as Dre
 (this dog, this backpack): the class shape in the class colour with a distinctive part in a
 second colour (``tent``: a yellow triangle with a purple base band; ``quilt``: a green square with
 orange top-left and bottom-right quarters; ``badge``: a red circle with a yellow centre disc; and
-twelve more, ``SECOND_SUBJECTS``, with halves, corners, stripes, quarters and a centre square).
+eighteen more, ``SECOND_SUBJECTS``: halves, corners, stripes, quarters, bands, a centre square).
 Their class noun is that pretraining look in the caption form pretraining uses ("yellow
 triangle"), so the class prior is a near miss that differs exactly in the part: what the oracle's
 region test checks (``oracle.subject_regions``).  Captions are compositional: "a red circle on a

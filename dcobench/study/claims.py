@@ -21,7 +21,7 @@ from ..report.pareto import pareto_figure
 from ..report.tables import display_rows, summarise
 from ..store import read_json
 from .calibration import verdict_row
-from .recipes import DEFAULT_RULE, arm_names, recipe_curves, recipe_verdicts, shown_methods, split_arm
+from .recipes import DEFAULT_RULE, arm_names, recipe_curves, recipe_verdicts, sampler_order, shown_methods, split_arm
 from .samplers import SAMPLER_LABEL, sampler_verdicts
 from .stats import frontier_difference, paired_difference
 
@@ -158,7 +158,7 @@ def frontier_section(name: str, claim: dict, df: pd.DataFrame, labels: dict, cal
     if recipes:
         sec.verdicts = recipe_verdicts(name, claim, df, lab, heads, calibrated)
         figure, sec.frames["recipes"], body = recipe_curves(claim, df, lab)
-        if figure is not None:
+        if figure is not None and body:  # the rule reads β·gap: only for a reference that logs it
             sec.extra_figures[f"{name}-curves"] = figure
             sec.tables.append((f"The reference's training curves per recipe: mean |β·gap| over training, β·gap and "
                                f"implicit accuracy over its last quarter. Default-β rule: {DEFAULT_RULE}",
@@ -212,7 +212,7 @@ def captions_section(name: str, claim: dict, df: pd.DataFrame, labels: dict, cal
     summary.attrs["pareto_metrics"] = judges
     sec.figure = pareto_figure(summary, title=f"{sec.title}: two frontiers per method")
     heads = claim["headline"] or judges[:1]
-    for s in dict.fromkeys(df["sampler"]) if len(df) else [""]:
+    for s in sampler_order(claim) if claim.get("samplers") else [""]:  # every sampler, finished or not
         under = f", under {SAMPLER_LABEL[s]}" if s else ""
         for m in claim["methods"]:
             for y in judges:

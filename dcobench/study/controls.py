@@ -34,6 +34,10 @@ def control_checks(manifest: dict, rows: list[dict], lab) -> list[tuple[bool, st
         for r in rows:
             if r["claim"] == name and r["judge"] in heads:
                 got = _reading(r)
+                if r["n"] < 2:  # no interval: a control that measured nothing has not passed
+                    out.append((False, f"{claim['title'] or name}, {r['judge_label']}: expected '{want}', but only "
+                                       f"{r['n']} subject(s) could be paired, so there is no interval"))
+                    continue
                 out.append((got == want, f"{claim['title'] or name}, {r['judge_label']}: expected '{want}', the "
                                          f"interval says '{got}' ({interval(r)})"))
     return out

@@ -37,7 +37,7 @@ def split_arm(arm: str) -> tuple[str, str]:
 
 def arm_names(claim: dict) -> list[str]:
     """A captions or arms claim's two arms, in order, without their samplers ("comprehensive@cfg")."""
-    return list(dict.fromkeys(a.partition("@")[0] for a in claim["arm_order"]))
+    return list(dict.fromkeys(a.rpartition("@")[0] or a for a in claim["arm_order"]))
 
 
 def recipe_order(claim: dict) -> list[str]:
@@ -72,20 +72,23 @@ def recipe_verdicts(name: str, claim: dict, df: pd.DataFrame, lab, heads: list[s
     return rows
 
 
-def _beta_gap_table(curves: dict) -> pd.DataFrame:
+def _beta_gap_table(curves: dict, names: dict | None = None) -> pd.DataFrame:
+    """One row per recipe (`names`: display label -> recipe name, as in verdicts.csv)."""
+    names = names or {}
     rows = []
     for label, values in curves.items():
         gaps = values.get("beta_gap") or []
         accs = values.get("implicit_acc") or []
         if not gaps:
             continue
-        per_lora = [float(np.mean(np.abs(g))) for g in gaps]
-        last = [float(np.mean(g[-max(1, len(g) // 4):])) for g in gaps]
-        acc_last = [float(np.mean(a[-max(1, len(a) // 4):])) for a in accs]
-        rows.append({"recipe": label, "loras": len(gaps), "mean_abs_beta_gap": float(np.mean(per_lora)),
+        # nan-means: a step whose loss was not finite must not hide the recipe from the rule
+        per_lora = [float(np.nanmean(np.abs(g))) for g in gaps]
+        last = [float(np.nanmean(g[-max(1, len(g) // 4):])) for g in gaps]
+        acc_last = [float(np.nanmean(a[-max(1, len(a) // 4):])) for a in accs]
+        rows.append({"recipe": names.get(label, label), "label": label, "loras": len(gaps), "mean_abs_beta_gap": float(np.mean(per_lora)),
                      "beta_gap_last_quarter": float(np.mean(last)),
                      "implicit_acc_last_quarter": float(np.mean(acc_last)) if acc_last else math.nan})
-    table = pd.DataFrame(rows, columns=["recipe", "loras", "mean_abs_beta_gap", "beta_gap_last_quarter",
+    table = pd.DataFrame(rows, columns=["recipe", "label", "loras", "mean_abs_beta_gap", "beta_gap_last_quarter",
                                         "implicit_acc_last_quarter"])
     dist = [abs(math.log(v)) if v > 0 else math.inf for v in table["mean_abs_beta_gap"]]
     return table.assign(rule_pick=[d == min(dist) and math.isfinite(d) for d in dist])
@@ -100,8 +103,8 @@ def recipe_curves(claim: dict, df: pd.DataFrame, lab):
         return None, _beta_gap_table({}), []
     order = {lab(r): i for i, r in enumerate(recipe_order(claim))}
     curves = dict(sorted(curves.items(), key=lambda kv: order.get(kv[0], len(order))))
-    table = _beta_gap_table(curves)
-    body = [[r.recipe, str(r.loras), f"{r.mean_abs_beta_gap:.3g}", f"{r.beta_gap_last_quarter:+.3g}",
+    table = _beta_gap_table(curves, {lab(r): r for r in recipe_order(claim)})
+    body = [[r.label, str(r.loras), f"{r.mean_abs_beta_gap:.3g}", f"{r.beta_gap_last_quarter:+.3g}",
              "–" if not math.isfinite(r.implicit_acc_last_quarter) else f"{r.implicit_acc_last_quarter:.2f}",
              "yes" if r.rule_pick else ""] for r in table.itertuples()]
     return curves_figure(curves, window_for(curves)), table, body

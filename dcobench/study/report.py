@@ -4,7 +4,7 @@
     REPORT/verdicts.csv              every comparison: effect, sampler, recipe, estimate, 95% CI, n subjects, units,
                                      seeds, half_width, bound, verdict (the findings' source)
     REPORT/<claim>.png / .svg        the claim's figure (a recipes claim adds <claim>-curves.png / .svg)
-    REPORT/<claim>-<table>.csv       its tables (points, merge, vs_direct, mergers)
+    REPORT/<claim>-<table>.csv       its tables (points, targets, merge, vs_direct, mergers, recipes)
     REPORT/study.json                the manifest it was folded from
 
 Rebuilding it from the same run folder writes identical tables. Cells the manifest names that are

@@ -38,9 +38,23 @@ def _shared(plans: list[tuple], what: str, get) -> None:
                            f"every run of a study shares one {what} (set it in the study's config, not a claim's)")
 
 
+def _no_overlap(planned: list[tuple]) -> None:
+    """Two arms of one claim with the same cells would leave one of them empty in the report (a
+    cell belongs to the first arm that names it): refuse them (e.g. two identical recipes)."""
+    seen: dict[tuple[str, str], str] = {}
+    for arm, plan in planned:
+        for c in plan.cells:
+            other = seen.setdefault((arm.claim, c.cell_id), arm.name)
+            if other != arm.name:
+                raise DcoError(f"claims.{arm.claim}: arms '{other}' and '{arm.name}' plan the same cells (e.g. "
+                               f"{c.cell_id}); make their overlays differ")
+
+
 def _check_metrics(arm, claim, cfg) -> None:
     for m in [*claim.judges, claim.prompt_metric]:
-        metric_meta(m)  # unknown: one line naming it
+        if metric_meta(m)["kind"] == "diversity":  # unknown: metric_meta fails naming it
+            raise DcoError(f"claims.{arm.claim}: '{m}' is a diversity (DIV), not a fidelity; it is shown in every "
+                           "points table when score.metrics has it, and carries no verdict")
         if m not in cfg.score.metrics:
             raise DcoError(f"claims.{arm.claim}.judges: '{m}' is not scored by its runs (score.metrics: "
                            f"{', '.join(cfg.score.metrics)}); add it to score.metrics in the study's config")
@@ -63,6 +77,7 @@ def plan_study(spec: StudySpec, study_file: Path, overrides=()) -> StudyPlan:
                                "another guidance than its name; leave sample.guidance out of the command line "
                                "for a study with samplers:")
             planned.append((arm, plan))
+    _no_overlap(planned)
     _shared(planned, "base model", lambda p: (p.suite.model, (p.cells or p.merge_cells)[0].model_id))
     _shared(planned, "scoring config", lambda p: dataclasses.asdict(p.config.score))
     _shared(planned, "device and precision", lambda p: (p.config.device, p.config.train.mixed_precision))

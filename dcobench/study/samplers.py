@@ -56,7 +56,8 @@ def sampler_verdicts(name: str, claim: dict, df: pd.DataFrame, lab, heads: list[
     for b in others:
         for y in judges:
             res = frontier_difference(published, ref, b, x, y, label=me)
-            rows.append(verdict_row(name, f"{me} ({SAMPLER_LABEL[own[ref]]}) vs {lab(b)} ({SAMPLER_LABEL[own[b]]}): "
+            mine = f"{lab(ref)} ({lab(recipe) + ', ' if recipe else ''}{SAMPLER_LABEL[own[ref]]})"
+            rows.append(verdict_row(name, f"{mine} vs {lab(b)} ({SAMPLER_LABEL[own[b]]}): "
                              "as published, CONFOUNDED with the sampler", y, "ΔHV", res, False, tested=ref,
                              against=b, effect="as published (confounded)", calibrated=calibrated, **extra))
     return rows

@@ -171,15 +171,36 @@ def _check_claim(path: Path, name: str, c: ClaimSpec) -> None:
             raise DcoError(f"{where}.samplers.{s}: '{bad[0]}' cannot be swept here; a sampler's sweep varies "
                            f"sample.* knobs other than sample.guidance (e.g. {SAMPLERS[s]}), so that every sampler "
                            "reuses the same LoRAs and the arm's name is its guidance")
-    if c.recipes and not (c.kind == "frontier" and c.samplers):
-        raise DcoError(f"{where}.recipes: only a frontier claim with `samplers:` sweeps the reference's recipes "
-                       "(each recipe is compared with the other methods under the same sampler)")
-    for r in c.recipes:
-        if "@" in str(r):
-            raise DcoError(f"{where}.recipes.{r}: a recipe's name cannot contain '@' (it joins recipe and sampler)")
+        scalar = [k for k, v in sweep.items() if not isinstance(v, list) or not v]
+        if scalar:
+            raise DcoError(f"{where}.samplers.{s}.{scalar[0]}: give a list of values, e.g. [1.5, 3.0]")
+    _check_recipes(where, c)
+    for kind, names in (("arms", c.arms), ("recipes", c.recipes)):
+        for r in names:
+            if "@" in str(r):
+                raise DcoError(f"{where}.{kind}.{r}: a name cannot contain '@' (it joins an arm and its sampler)")
     if len(c.samplers) == 1:
         raise DcoError(f"{where}.samplers: name both cfg and consistency (or leave it out and each method keeps "
                        "its own sweep)")
+
+
+def _check_recipes(where: str, c: ClaimSpec) -> None:
+    if not c.recipes:
+        return
+    if not (c.kind == "frontier" and c.samplers):
+        raise DcoError(f"{where}.recipes: only a frontier claim with `samplers:` sweeps the reference's recipes "
+                       "(each recipe is compared with the other methods under the same sampler)")
+    if c.targets:
+        raise DcoError(f"{where}.targets: a claim with recipes has no targets (a method's best point would pool "
+                       "its recipes); put the targets in a claim of their own")
+    for r, value in c.recipes.items():
+        if not isinstance(value, dict):
+            continue  # a YAML path: read when the arms are built
+        others = [m for m in (value.get("methods") or {}) if m != c.reference]
+        if others or "guidance" in (value.get("sample") or {}):
+            what = f"methods.{others[0]}" if others else "sample.guidance"
+            raise DcoError(f"{where}.recipes.{r}: '{what}' cannot be set in a recipe; a recipe trains the reference "
+                           f"({c.reference}) only, and the samplers set the guidance")
 
 
 def overlay(value, study_file: Path, where: str) -> dict:
