@@ -35,6 +35,8 @@ def base_prompt(text: str, identifier: str, class_noun: str) -> str:
     ident = re.escape(identifier)
     out = re.sub(rf"\b{ident}\s+{re.escape(class_noun)}\b", class_noun, text) if class_noun else text
     out = re.sub(rf"\b{ident}\b", class_noun, out)
+    if class_noun[:1].lower() in tuple("aeiou"):  # "a sks orange square" -> "an orange square", as captioned
+        out = re.sub(rf"\b([Aa]) (?={re.escape(class_noun)}\b)", r"\1n ", out)
     return " ".join(out.split())
 
 
