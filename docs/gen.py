@@ -14,6 +14,7 @@ The blocks:
     docs/adapters.md          <!-- study:micro-adapters:begin --> ... end: findings of the adapter study,
                               and <!-- study:micro-adapters:frontiers:begin --> ... end: each adapter's points
     README.md                 <!-- study:micro-adapters:headline:begin --> ... end: its headline_findings
+    docs/studies.md, README.md  <!-- study:micro-power:begin --> / :headline: the power study's (reports/micro-power/)
 
 The findings come from the committed study reports, reports/micro-study/ (`make study` writes it)
 and reports/micro-adapters/ (`dcobench study micro_adapters`, docs/adapters.md).
@@ -31,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 STUDY_REPORT = ROOT / "reports" / "micro-study"
 ADAPTERS_REPORT = ROOT / "reports" / "micro-adapters"
+POWER_REPORT = ROOT / "reports" / "micro-power"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -141,7 +143,7 @@ def blocks() -> list[tuple[Path, str | None, typing.Callable[[], str]]]:
     """(file, marker name or None for the whole file, renderer) of every generated block."""
     from dcobench.study.readme import findings, headline_findings
 
-    name, adapters = _study_name(), _study_name(ADAPTERS_REPORT)
+    name, adapters, power = _study_name(), _study_name(ADAPTERS_REPORT), _study_name(POWER_REPORT)
     return [
         (ROOT / "docs" / "reference" / "cli.md", None, cli_page),
         (ROOT / "docs" / "reference" / "config.md", None, config_page),
@@ -150,6 +152,8 @@ def blocks() -> list[tuple[Path, str | None, typing.Callable[[], str]]]:
         (ROOT / "docs" / "adapters.md", adapters, lambda: findings(ADAPTERS_REPORT)),
         (ROOT / "docs" / "adapters.md", f"{adapters}:frontiers", adapter_frontiers),
         (ROOT / "README.md", f"{adapters}:headline", lambda: headline_findings(ADAPTERS_REPORT)),
+        (ROOT / "docs" / "studies.md", power, lambda: findings(POWER_REPORT)),
+        (ROOT / "README.md", f"{power}:headline", lambda: headline_findings(POWER_REPORT)),
     ]
 
 

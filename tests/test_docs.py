@@ -20,10 +20,10 @@ def _gen():
 
 
 def test_every_generated_block_is_current():
-    """docs/gen.py --check: the CLI and config references, the two studies' findings (micro paper, adapters),
+    """docs/gen.py --check: the CLI and config references, the three studies' findings (micro paper, adapters, power),
     their README headlines and the adapters' frontier table."""
     gen = _gen()
-    assert len(gen.blocks()) == 7
+    assert len(gen.blocks()) == 9
     stale = gen.stale()
     assert not stale, f"stale generated blocks (run .venv/bin/python docs/gen.py): {stale}"
 
