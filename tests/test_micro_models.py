@@ -16,7 +16,7 @@ from dcobench.micro import training as T
 from dcobench.micro.validate import (ATTRIBUTES, balanced_scenes, degradation, seed_diversity, validate_base,
                                      validation_table)
 from dcobench.micro.references import eval_prompts
-from dcobench.micro.world import (COLORS, HELDOUT_STYLES, STYLES, SUBJECTS, caption, render,
+from dcobench.micro.world import (COLORS, HELDOUT_STYLES, HELDOUT_SUBJECTS, STYLES, SUBJECTS, caption, render,
                                   sample_scenes)
 
 
@@ -81,7 +81,7 @@ def test_build_stats(built):
     assert 1.5e6 < unet["unet_params"] < 2e6  # the (32, 64, 64) UNet of NOTES.md
     assert vae["params"] > 0 and unet["text_encoder_params"] > 0 and vae["wall_seconds"] > 0
     assert np.isfinite([unet["final_loss"], unet["eval_loss"], vae["recon_mse"]]).all()
-    assert set(vae["heldout_recon_by_concept"]) == {*SUBJECTS, *HELDOUT_STYLES}
+    assert set(vae["heldout_recon_by_concept"]) == {*HELDOUT_SUBJECTS, *HELDOUT_STYLES}  # later subjects: subject_screen
     assert unet["saved"]["bytes"] < 25e6 and (out / "base" / "model_index.json").is_file()
     assert B.read_stats(out) == stats
     assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != ".stages"]
