@@ -37,7 +37,7 @@ def split_arm(arm: str) -> tuple[str, str]:
 
 def arm_names(claim: dict) -> list[str]:
     """A captions or arms claim's two arms, in order, without their samplers ("comprehensive@cfg")."""
-    return list(dict.fromkeys(a.rpartition("@")[0] or a for a in claim["arm_order"]))
+    return list(dict.fromkeys(split_arm(a)[0] or a for a in claim["arm_order"]))
 
 
 def recipe_order(claim: dict) -> list[str]:
@@ -61,8 +61,7 @@ def recipe_verdicts(name: str, claim: dict, df: pd.DataFrame, lab, heads: list[s
     """Per recipe: the sampler claim's rows on the reference's cells of that recipe and every other
     method's cells (the other methods' sampler rows once, with the first recipe)."""
     ref, rows = claim["reference"], []
-    parts = pd.DataFrame({"recipe": [split_arm(a)[0] for a in df["arm"]],
-                          "sampler": [split_arm(a)[1] for a in df["arm"]]}, index=df.index)
+    parts = pd.DataFrame([split_arm(a) for a in df["arm"]], columns=["recipe", "sampler"], index=df.index)
     for i, r in enumerate(recipe_order(claim)):
         keep = (df["method"] != ref) | (parts["recipe"] == r)
         sub = df[keep].assign(arm=parts.loc[keep, "sampler"])
@@ -85,8 +84,8 @@ def _beta_gap_table(curves: dict, names: dict | None = None) -> pd.DataFrame:
         per_lora = [float(np.nanmean(np.abs(g))) for g in gaps]
         last = [float(np.nanmean(g[-max(1, len(g) // 4):])) for g in gaps]
         acc_last = [float(np.nanmean(a[-max(1, len(a) // 4):])) for a in accs]
-        rows.append({"recipe": names.get(label, label), "label": label, "loras": len(gaps), "mean_abs_beta_gap": float(np.mean(per_lora)),
-                     "beta_gap_last_quarter": float(np.mean(last)),
+        rows.append({"recipe": names.get(label, label), "label": label, "loras": len(gaps),
+                     "mean_abs_beta_gap": float(np.mean(per_lora)), "beta_gap_last_quarter": float(np.mean(last)),
                      "implicit_acc_last_quarter": float(np.mean(acc_last)) if acc_last else math.nan})
     table = pd.DataFrame(rows, columns=["recipe", "label", "loras", "mean_abs_beta_gap", "beta_gap_last_quarter",
                                         "implicit_acc_last_quarter"])
