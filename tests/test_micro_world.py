@@ -9,7 +9,7 @@ from PIL import Image
 from dcobench.micro import oracle
 from dcobench.micro.references import (eval_prompts, reference_scenes, style_reference_scenes,
                                        write_style_folder, write_subject_folder)
-from dcobench.micro.world import (BACKGROUNDS, COLORS, HELDOUT_STYLES, HELDOUT_SUBJECTS, POSITIONS,
+from dcobench.micro.world import (BACKGROUNDS, COLORS, HELDOUT_STYLES, HELDOUT_SUBJECTS, POSITIONS, TARGET_STYLES,
                                   PRETRAIN_STYLES, SHAPES, SIZES, STYLE_IDENTIFIERS, SUBJECTS,
                                   Scene, base_caption, caption, render, sample_scenes)
 
@@ -72,7 +72,7 @@ def test_oracle_exact_on_pretraining_scenes():
         assert oracle.shape(img) == scene.shape and oracle.color(img) == scene.color
 
 
-@pytest.mark.parametrize("style", HELDOUT_STYLES)
+@pytest.mark.parametrize("style", TARGET_STYLES)
 def test_oracle_exact_on_heldout_styles(style):
     for scene in style_reference_scenes(style, n=6) + eval_prompts(style):
         img = render(scene)
@@ -80,7 +80,7 @@ def test_oracle_exact_on_heldout_styles(style):
         assert all(oracle.judge(img, scene).values()), scene
 
 
-@pytest.mark.parametrize("style", HELDOUT_STYLES)
+@pytest.mark.parametrize("style", TARGET_STYLES)
 def test_oracle_reads_blurred_heldout_styles(style):
     """Blur lifts the gaps between stripes over the ink threshold, so a reader of the thresholded
     mask (the one before `lattice_contrast`) called most of these "plain"; the ink strength still
@@ -98,8 +98,12 @@ def test_oracle_reads_blurred_heldout_styles(style):
     read = [oracle.style(blurred(s, 0.9)) for s in large]
     assert read.count(style) == len(large), read
     for look in ("plain", "outline", "pastel"):
-        assert all(oracle.style(blurred(dataclasses.replace(s, style=look), 0.9)) not in HELDOUT_STYLES
+        assert all(oracle.style(blurred(dataclasses.replace(s, style=look), 0.9)) not in TARGET_STYLES
                    for s in scenes)
+    for other in TARGET_STYLES:  # no held-out style reads as another, clean or blurred
+        if other != style:
+            assert all(oracle.style(render(dataclasses.replace(s, style=other))) == other for s in scenes)
+            assert style not in {oracle.style(blurred(dataclasses.replace(s, style=other), 0.9)) for s in large}
 
 
 @pytest.mark.parametrize("subject", list(SUBJECTS))

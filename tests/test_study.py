@@ -130,8 +130,8 @@ def test_shipped_studies_parse_and_name_known_metrics():
         spec, _ = load_study(name)
         kinds = [c.kind for c in spec.claims.values()]
         assert kinds[:4] == ["frontier", "frontier", "merge", "captions"]  # the paper's four claims
-        # then the beta sweep (and, in the micro study, the two controls)
-        assert kinds[4:] == (["frontier", "arms", "arms"] if name == "micro_paper" else ["frontier"])
+        # then the beta sweep (and, in the micro study, the two controls and dotted, which failed the style screen)
+        assert kinds[4:] == (["frontier", "arms", "arms", "frontier"] if name == "micro_paper" else ["frontier"])
         if name == "micro_paper":
             assert set(spec.claims["beta"].recipes) == {"beta_5", "beta_50", "beta_500"}
         for claim in spec.claims.values():
@@ -730,3 +730,56 @@ def test_the_power_study_runs_exactly_the_subjects_that_passed_their_screen():
     assert screened["passed"] == passed and len(passed) >= 12
     assert spec.config["subjects"] == ["tent", "quilt", "badge", *passed]
     assert all(all(r["checks"].values()) == r["passed"] for r in screened["subjects"].values())
+
+
+def test_the_style_claim_runs_exactly_the_styles_that_passed_the_style_screen():
+    """micro_style_screen.yaml screens every held-out style on a training seed the paper study does not
+    use, under the paper study's recipe; the paper study's style claim names exactly the styles whose
+    committed screen met the target (reports/micro-style-screen/), and dotted keeps its own claim."""
+    from dcobench.micro.world import TARGET_STYLES
+    from dcobench.study.spec import load_study
+
+    screen, _ = load_study("micro_style_screen")
+    paper, _ = load_study("micro_paper")
+    assert sorted(c.subjects[0] for c in screen.claims.values()) == sorted(TARGET_STYLES)
+    assert all(len(c.subjects) == 1 and c.targets == {"dreambooth": {"oracle_style": 0.7}}
+               for c in screen.claims.values())
+    assert not set(screen.config["seeds"]) & set(paper.config["seeds"])
+    for key in ("train", "sample"):
+        assert screen.config[key] == paper.config[key]
+    assert screen.config["methods"]["dreambooth"] == paper.config["methods"]["dreambooth"]
+    passed = []
+    for name, claim in screen.claims.items():
+        row = pd.read_csv(ROOT / "reports" / "micro-style-screen" / f"{name}-targets.csv").iloc[0]
+        assert bool(row["met"]) == (row["value"] >= 0.7)
+        passed += [claim.subjects[0]] if row["met"] else []
+    assert paper.claims["style"].subjects == [s for s in TARGET_STYLES if s in passed]
+    assert paper.claims["merge"].styles and set(paper.claims["merge"].styles) <= set(passed)
+    assert paper.claims["style_dotted"].subjects == ["dotted"]
+
+
+def test_the_full_paper_study_is_make_studys_claims_on_every_screened_subject():
+    """micro_paper_full.yaml (`make study-full`) is micro_paper.yaml with every subject claim, the merge
+    claim included, on micro_power.yaml's 15 screened subjects, and nothing else changed: the same
+    recipe, the same claims, the style claims on the same styles."""
+    import dataclasses
+
+    from dcobench.micro.world import TARGET_STYLES
+    from dcobench.study.spec import load_study
+
+    full, _ = load_study("micro_paper_full")
+    paper, _ = load_study("micro_paper")
+    power, _ = load_study("micro_power")
+    subjects = power.config["subjects"]
+    assert len(subjects) >= 12 and full.config == paper.config and list(full.claims) == list(paper.claims)
+    for name, claim in full.claims.items():
+        if set(paper.claims[name].subjects) <= set(TARGET_STYLES) and paper.claims[name].subjects:
+            assert claim == paper.claims[name]  # a style claim: its units are styles
+            continue
+        assert claim.subjects == subjects, name
+        assert dataclasses.replace(claim, subjects=paper.claims[name].subjects) == paper.claims[name]
+    from dcobench.study.run import plan_study
+
+    plans = [plan_study(spec, path, []).plan for spec, path in (load_study("micro_paper"), load_study("micro_paper_full"))]
+    cells = [{c.cell_id for c in p.cells + p.merge_cells} for p in plans]
+    assert cells[0] < cells[1]  # make study's cells are the full study's: a folder of one resumes into the other

@@ -77,11 +77,13 @@ def test_a_style_can_be_the_personalization_target(dcobench_cache):
         make_plan(suite="tiny", methods=["dco"], overrides=["subjects=[stripez]"])
 
 
-def test_micro_suite_has_both_held_out_styles_and_merges_with_striped_by_default():
+def test_micro_suite_has_every_held_out_style_and_merges_with_striped_by_default():
     from dcobench.suites import get_suite
 
     suite = get_suite("micro")
-    assert [s.name for s in suite.styles] == ["striped", "dotted"]
+    assert [s.name for s in suite.styles] == ["striped", "dotted", "banded", "checked"]
+    checked = suite.select(["checked"])[0]
+    assert checked.kind == "style" and all("in qwx style" in p for p in checked.prompts)
     dotted = suite.select(["dotted"])[0]
     assert dotted.kind == "style" and dotted.identifier == "ptz" and all("in ptz style" in p for p in dotted.prompts)
     plan = make_plan(methods=["dco"], merge=["direct"], overrides=["subjects=[tent]", "seeds=[0]"])
@@ -96,7 +98,7 @@ def test_style_validity_sets_and_rates(tiny_pipe):
     built for both styles (the tiny pipeline's random VAE stands in for the micro one)."""
     from dcobench.metrics import get_backbone
     from dcobench.micro import oracle, style_validity
-    from dcobench.micro.world import HELDOUT_STYLES
+    from dcobench.micro.world import TARGET_STYLES
 
     rng = np.random.default_rng(0)
     base = style_validity.scenes(rng, 6)
@@ -106,12 +108,16 @@ def test_style_validity_sets_and_rates(tiny_pipe):
     assert all(v.shape == (6, 32, 32, 3) and v.dtype == np.uint8 for v in sets.values())
     assert all(oracle.style(img) == "dotted" for img in sets["clean"])
     res = style_validity.measure(tiny_pipe, get_backbone("tiny-clip", "cpu"), [(0.0, 0.0)], n=4, steps=2)
-    for style in HELDOUT_STYLES:
+    for style in TARGET_STYLES:  # every held-out style, the later two (banded, checked) included
         assert res["oracle_style"]["per_style"][style]["clean"] == 1.0
-        assert res["oracle_style"]["per_style"][style]["other held-out"] <= 1.0
+        assert res["oracle_style"]["per_style"][style]["other held-out"] == 0.0  # its rival, clean-rendered
     assert 0.0 <= res["style_clip_i"]["plain_auc_min"] <= 1.0
+    assert set(res["style_clip_i"]["auc_per_style"]) == set(TARGET_STYLES)
+    checks = style_validity.checks(res)  # the embedding judge is checked per style, not pooled
+    assert {k for k in checks if k.startswith("style_clip_i")} == {
+        f"style_clip_i AUC >= 0.90, degraded style vs plain ({s})" for s in TARGET_STYLES}
     text = style_validity.table(res)
-    assert "oracle_style = striped: accepted | 1.00" in text and "style_clip_i: AUC" in text
+    assert "oracle_style = checked: accepted | 1.00" in text and "style_clip_i: AUC vs degraded banded" in text
 
 
 def test_the_micro_suites_second_subjects_run_only_when_named():

@@ -23,14 +23,14 @@ from . import oracle, references, world
 
 def _scene_index() -> dict[str, world.Scene]:
     scenes = {}
-    for name in list(world.SUBJECTS) + list(world.HELDOUT_STYLES):
+    for name in list(world.SUBJECTS) + list(world.TARGET_STYLES):
         for scene in references.eval_prompts(name) + (references.reference_scenes(name) if name in world.SUBJECTS else []):
             scenes[world.caption(scene)] = scene
     # `dcobench run --merge` prompts: a subject's plain evaluation scenes in a held-out style
     for name in world.SUBJECTS:
         for scene in references.eval_prompts(name):
             if scene.style == "plain":
-                for style in world.HELDOUT_STYLES:
+                for style in world.TARGET_STYLES:
                     prompt = styled_prompt(world.caption(scene), world.STYLE_IDENTIFIERS[style])
                     scenes[prompt] = dataclasses.replace(scene, style=style)
     return scenes

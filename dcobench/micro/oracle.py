@@ -10,9 +10,10 @@ pastel palettes (so it survives outline/stripes/dots and also reveals the
 pastel style); shape uses top/bottom area balance (triangles are bottom-heavy)
 and the hull's box corners (a square fills them, a disc does not); size is
 the bbox extent; position is the nearest layout anchor of that size; style
-comes from the period-4 contrast of ink strength across the hull's rows and
-columns (striped: rows only, dotted: both; ``lattice_contrast``), else a hole
-in the mask (outline) or pastel ink.
+comes from the lattice contrast of ink strength across the hull's rows and
+columns (period 4, striped: rows only, dotted: both; period 5, banded: rows only;
+``lattice_contrast``) or along both at once (checked: ``lattice.checker_contrast``),
+else a hole in the mask (outline) or pastel ink.
 
 Held-out subjects are the class shape with a part in a second colour (``world.part_mask``), so
 they are judged by a region test, not by a nearest template: the detected silhouette must be the
@@ -43,7 +44,8 @@ from .world import BACKGROUNDS, CANVAS, COLORS, PASTEL, POSITIONS, SUBJECTS, Sce
 # 3: checked against people on the methods' own outputs (data/micro/labels/): the ink mask keeps the
 #    main blob only, shape from the width profile, and the subject test reads structure (each region
 #    nearer its own colour than the other's) apart from the exact colours (`subject_colours`).
-VERSION = 3
+# 4: reads the later held-out styles (banded, checked: styles.SECOND_STYLES) before striped and dotted.
+VERSION = 4
 SIZE_SPLIT = 15  # small bboxes are 12 px, large 18 px (striped/dotted lose <= 2 px)
 REGION_MIN = 0.6  # share of a region that must show its colour (speckle at 40% fails both ways)
 CONTRAST_MIN = 0.35  # part minus body, on the body->part colour line (renders: 1.0, class prior: 0)
@@ -117,21 +119,16 @@ def _pastel_share(a) -> float:
     return float((_ink_labels(a["img"])[a["mask"]] >= len(COLORS)).mean())
 
 
-LATTICE_MIN, STRIPE_COLS_MAX, DOT_COLS_MIN = 0.3, 0.2, 0.25  # chosen on the seed-0 validation sets (MODEL_CARD)
-
-
-def lattice_contrast(a) -> tuple[float, float]:
+def lattice_contrast(a, period: int = 4, on_len: int | None = None) -> tuple[float, float]:
     """`lattice.contrast` of an `_analyze` result: (across rows, across columns)."""
-    return lattice.contrast(a["img"], a["filled"], a["bbox"], background_rgb(a["img"]))
+    return lattice.contrast(a["img"], a["filled"], a["bbox"], background_rgb(a["img"]), period, on_len)
 
 
 def _style(a) -> str:
     mask, filled = a["mask"], a["filled"]
-    across_rows, across_cols = lattice_contrast(a)
-    if across_rows >= LATTICE_MIN and across_cols < STRIPE_COLS_MAX:
-        return "striped"
-    if across_rows >= LATTICE_MIN and across_cols >= DOT_COLS_MIN:
-        return "dotted"
+    held_out = lattice.read(a["img"], filled, a["bbox"], background_rgb(a["img"]))
+    if held_out:
+        return held_out
     if 1 - mask.sum() / filled.sum() >= 0.12:
         return "outline"
     return "pastel" if _pastel_share(a) > 0.5 else "plain"
@@ -168,7 +165,7 @@ def position(img) -> str | None:
 
 
 def style(img) -> str | None:
-    """plain / outline / pastel / striped / dotted for single-colour shapes.
+    """plain / outline / pastel / striped / dotted / banded / checked for single-colour shapes.
     Held-out subjects have holes and textures of their own: use judge()."""
     return _read(img, _style)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
-from .world import BACKGROUNDS, COLORS, HELDOUT_STYLES, SHAPES, STYLE_IDENTIFIERS, SUBJECTS, Scene, caption, render
+from .world import BACKGROUNDS, COLORS, SHAPES, STYLE_IDENTIFIERS, SUBJECTS, TARGET_STYLES, Scene, caption, render
 
 
 _REF_LAYOUTS = [("center", "large"), ("top left", "small"), ("bottom right", "small"),
@@ -50,7 +50,7 @@ _SUBJECT_EVALS = [
 
 
 def style_reference_scenes(style: str, n: int = 4) -> list[Scene]:
-    if style not in HELDOUT_STYLES or not 3 <= n <= len(_STYLE_REFS):
+    if style not in TARGET_STYLES or not 3 <= n <= len(_STYLE_REFS):
         raise ValueError("held-out style and 3..6 references expected")
     return [Scene(*row, style) for row in _STYLE_REFS[:n]]
 
@@ -61,7 +61,7 @@ def eval_prompts(name: str) -> list[Scene]:
     if name in SUBJECTS:
         sub = SUBJECTS[name]
         return [Scene(sub.class_shape, None, bg, p, s, st, name) for bg, p, s, st in _SUBJECT_EVALS]
-    if name in HELDOUT_STYLES:
+    if name in TARGET_STYLES:
         return [Scene(*row, name) for row in _STYLE_EVALS]
     raise ValueError(f"{name!r} is neither a held-out subject nor a held-out style")
 

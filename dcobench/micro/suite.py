@@ -19,12 +19,13 @@ from ..store import atomic_folder
 from ..suites.base import Suite, load_subject
 from . import references, subject_screen
 from .models import default_micro_dir
+from .styles import TARGET_STYLES
 
 SUBJECTS = ("tent", "quilt", "badge")  # world.HELDOUT_SUBJECTS: what `make run` trains
 # the twelve later subjects that passed their screen (subject_screen.PASSED): trained only where a run
 # or study names them (`subjects=`); the six that failed are not subjects of the suite
 RESERVE = subject_screen.PASSED
-STYLES = ("striped", "dotted")  # both held-out styles (world.HELDOUT_STYLES): style targets of `dcobench study`
+STYLES = TARGET_STYLES  # every held-out style (striped, dotted, banded, checked): style targets of `dcobench study`
 MERGE_STYLES = ("striped",)  # what `--merge` pairs with the subjects unless `styles=` says otherwise
 
 # The recipe (measured on the CPU, seed 0 and 1, data/micro/MODEL_CARD.md and docs/micro.md):

@@ -15,9 +15,9 @@ like a photo's exact framing: a caption leaves it open, so the base model learns
 per caption and its samples vary with the sampling seed (with a caption that fixed every pixel,
 two seeds gave the same image).
 
-Styles "plain", "outline" (2 px border) and "pastel" (colours mixed 50% with white: the
-palette-shift style) are pretraining styles; "striped" (2-row bands) and "dotted" (2x2 px dots,
-period 4) are HELD OUT and only named through rare identifiers ("in kxv style").
+Styles (``styles.py``): "plain", "outline" and "pastel" are pretraining styles; "striped" and
+"dotted", and later "banded" and "checked", are HELD OUT and only named through rare identifiers
+("in kxv style").
 
 Held-out subjects are specific instances of a class the base model knows, as DreamBench's are
 (this dog, this backpack): the class shape in the class colour with a distinctive part in a
@@ -36,12 +36,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .styles import (ALL_STYLES, HELDOUT_STYLES, PASTEL_MIX, PRETRAIN_STYLES, SECOND_STYLES,  # noqa: F401
+                     STYLE_IDENTIFIERS, STYLES, TARGET_STYLES, apply_style)
+
 CANVAS = 32
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220),
     "yellow": (245, 215, 30), "purple": (140, 40, 180), "orange": (250, 130, 10)}
-# Mixing with white keeps the hue but moves far from the saturated colour (oracle-visible).
-PASTEL_MIX = 0.5
 PASTEL: dict[str, tuple[int, int, int]] = {
     k: tuple(int(round(c + (255 - c) * PASTEL_MIX)) for c in v) for k, v in COLORS.items()}
 # "blue" is both a colour and a background (same RGB): the sampler rejects that pair.
@@ -54,10 +55,6 @@ HALF_EXTENT = {"small": 6, "large": 9}
 # Corner anchors leave room for the jitter inside the free 1 px border ring.
 _CORNER_OFFSET = {"small": 7, "large": 5}
 JITTER = {"small": 2, "large": 1}
-STYLES = ("plain", "outline", "pastel", "striped", "dotted")
-PRETRAIN_STYLES = ("plain", "outline", "pastel")
-HELDOUT_STYLES = ("striped", "dotted")
-STYLE_IDENTIFIERS = {"striped": "kxv", "dotted": "ptz"}
 
 
 @dataclass(frozen=True)
@@ -167,7 +164,7 @@ class Scene:
         what = (self.subject in SUBJECTS and self.shape == SUBJECTS[self.subject].class_shape
                 if self.subject else (self.shape, self.color) in _PAIRS)
         where = (self.background, self.position, self.size) in _LAYOUTS
-        if not (what and where and self.style in STYLES) or self.color == self.background:
+        if not (what and where and self.style in ALL_STYLES) or self.color == self.background:
             raise ValueError(f"invalid scene {self}")
         if max(abs(self.dx), abs(self.dy)) > JITTER[self.size]:
             raise ValueError(f"jitter of {self} exceeds {JITTER[self.size]} px")
@@ -212,26 +209,6 @@ def _texture(scene: Scene, cx: int, cy: int, s: int) -> np.ndarray:
     return np.where(part_mask(scene.subject, dx / s, dy / s)[..., None], part, body)
 
 
-def _apply_style(style: str, mask: np.ndarray, tex: np.ndarray):
-    rows, cols = np.nonzero(mask)
-    iy, ix = np.arange(CANVAS)[:, None] - rows.min(), np.arange(CANVAS)[None, :] - cols.min()
-    if style == "outline":
-        inner = mask
-        for _ in range(2):  # 4-neighbour erosion, twice: a 2 px border
-            p = np.pad(inner, 1)
-            inner = inner & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
-        mask = mask & ~inner
-    elif style == "pastel":
-        tex = np.round(tex + (255.0 - tex) * PASTEL_MIX)
-    elif style == "striped":
-        # Phase is tied to the shape's top row so the first band is always ink.
-        mask = mask & ((iy // 2) % 2 == 0)
-    elif style == "dotted":
-        # 2x2 px dots: 1 px dots (period 2) were finer than the 2x-downsampling VAE reproduces.
-        mask = mask & (iy % 4 < 2) & (ix % 4 < 2)
-    return mask, tex
-
-
 def box(scene: Scene) -> tuple[int, int, int]:
     """(cx, cy, half extent) of the scene's shape, jitter included."""
     cx, cy = anchor(scene.position, scene.size)
@@ -241,7 +218,7 @@ def box(scene: Scene) -> tuple[int, int, int]:
 def render(scene: Scene) -> np.ndarray:
     """Deterministic (32, 32, 3) uint8 rendering of ``scene``."""
     cx, cy, s = box(scene)
-    mask, tex = _apply_style(scene.style, _silhouette(scene.shape, cx, cy, s), _texture(scene, cx, cy, s))
+    mask, tex = apply_style(scene.style, _silhouette(scene.shape, cx, cy, s), _texture(scene, cx, cy, s))
     bg = np.array(BACKGROUNDS[scene.background], float)
     return np.where(mask[..., None], tex, bg).astype(np.uint8)
 
@@ -263,7 +240,7 @@ def caption(scene: Scene, with_identifier: bool = True) -> str:
     text = f"{_article(noun)} {noun} on {_article(bg)} {bg} background, "
     text += f"{scene.size}, {scene.position}"
     style = STYLE_IDENTIFIERS.get(scene.style, scene.style) if with_identifier else scene.style
-    if scene.style != "plain" and (with_identifier or scene.style not in HELDOUT_STYLES):
+    if scene.style != "plain" and (with_identifier or scene.style not in TARGET_STYLES):
         text += f", in {style} style"
     return text
 

@@ -64,7 +64,7 @@ def fmt(v: float, signed: bool = False) -> str:
 def sample_size(row: dict) -> str:
     """"3 subjects × 2 seeds" (the interval is over the subjects)."""
     seeds = row.get("seeds", 1)
-    return f"{row['n']} subjects" + (f" × {seeds} seeds" if seeds > 1 else "")
+    return f"{row['n']} subject{'s' * (row['n'] != 1)}" + (f" × {seeds} seeds" if seeds > 1 else "")
 
 
 def rules_out(row: dict) -> str:
@@ -75,9 +75,9 @@ def rules_out(row: dict) -> str:
 
 
 def interval(row: dict) -> str:
-    ci = f"[{fmt(row['ci_low'], True)}, {fmt(row['ci_high'], True)}]" if math.isfinite(row["ci_low"]) else "no CI"
+    ci = f"95% CI [{fmt(row['ci_low'], True)}, {fmt(row['ci_high'], True)}]" if math.isfinite(row["ci_low"]) else "no CI"
     bound = rules_out(row)
-    return (f"{row['statistic']} {fmt(row['estimate'], True)}, 95% CI {ci}, {sample_size(row)}"
+    return (f"{row['statistic']} {fmt(row['estimate'], True)}, {ci}, {sample_size(row)}"
             + (f"; no difference larger than {bound}" if bound != "–" else ""))
 
 
