@@ -14,7 +14,7 @@ STUDY_OUT ?= runs/micro-study
 STUDY_REPORT ?= reports/micro-study
 RAY_ADDRESS ?= auto
 
-.PHONY: run test test-slow test-all install clean regress baseline regress-micro baseline-micro wheel study study-power bench bench-micro-run docs
+.PHONY: run test test-slow test-all install clean regress baseline regress-micro baseline-micro wheel study study-power study-full bench bench-micro-run docs
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -53,9 +53,8 @@ study-power:
 # screened subjects; 2044 cells, 248 LoRAs): too big for 2 cores, so it runs on a Ray cluster
 # (RAY_ADDRESS: `auto` inside one, or ray://host:10001). Not run in the repository.
 study-full: $(STAMP)
-	$(VENV)/bin/dcobench study micro_paper_full --out runs/micro-paper-full executor.name=ray \
-		executor.address=$(RAY_ADDRESS) --quiet
-	$(VENV)/bin/dcobench study micro_paper_full --out runs/micro-paper-full --report reports/micro-paper-full --report-only
+	$(VENV)/bin/dcobench study micro_paper_full --out runs/micro-paper-full --report reports/micro-paper-full \
+		executor.name=ray executor.address=$(RAY_ADDRESS) --quiet
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -10,10 +10,14 @@ from dcobench.micro import oracle
 from dcobench.micro.references import (eval_prompts, reference_scenes, style_reference_scenes,
                                        write_style_folder, write_subject_folder)
 from dcobench.micro.world import (BACKGROUNDS, COLORS, HELDOUT_STYLES, HELDOUT_SUBJECTS, POSITIONS, TARGET_STYLES,
-                                  PRETRAIN_STYLES, SHAPES, SIZES, STYLE_IDENTIFIERS, SUBJECTS,
+                                  PRETRAIN_STYLES, SECOND_STYLES, SHAPES, SIZES, STYLE_IDENTIFIERS, STYLES, SUBJECTS,
                                   Scene, base_caption, caption, render, sample_scenes)
 
 IDENTIFIERS = {s.identifier for s in SUBJECTS.values()} | set(STYLE_IDENTIFIERS.values())
+# sample_scenes(2, seed=0, pretraining=False) as the world drew it before the later held-out styles
+# existed (checked against that commit's world.py, with 400 draws and their renders identical)
+EXPECTED_FIRST_DRAWS = [("circle", "green", "white", "center", "small", "plain", 2, 1),
+                        ("triangle", "purple", "gray", "top right", "large", "dotted", -1, 1)]
 
 
 def _noisy(img, rng, sigma=10.0):
@@ -51,6 +55,11 @@ def test_pretraining_excludes_heldout_and_covers_world():
     full = sample_scenes(400, seed=0, pretraining=False)
     assert {s.subject for s in full} - {None} == set(HELDOUT_SUBJECTS)  # the build draws the first three only
     assert {s.style for s in full} >= set(HELDOUT_STYLES)
+    # the later held-out styles (banded, checked) enter no draw: the base model's build and every
+    # validation set drawn from the world stay as they were (the stream of draws is pinned here)
+    assert {s.style for s in full} == set(STYLES) and not set(SECOND_STYLES) & set(STYLES)
+    assert [(s.shape, s.color, s.background, s.position, s.size, s.style, s.dx, s.dy)
+            for s in sample_scenes(2, seed=0, pretraining=False)] == EXPECTED_FIRST_DRAWS
 
 
 def test_scene_rejects_colour_equal_to_background():

@@ -83,7 +83,7 @@ def test_micro_suite_has_every_held_out_style_and_merges_with_striped_by_default
     suite = get_suite("micro")
     assert [s.name for s in suite.styles] == ["striped", "dotted", "banded", "checked"]
     checked = suite.select(["checked"])[0]
-    assert checked.kind == "style" and all("in qwx style" in p for p in checked.prompts)
+    assert checked.kind == "style" and checked.prompts and all("in qwx style" in p for p in checked.prompts)
     dotted = suite.select(["dotted"])[0]
     assert dotted.kind == "style" and dotted.identifier == "ptz" and all("in ptz style" in p for p in dotted.prompts)
     plan = make_plan(methods=["dco"], merge=["direct"], overrides=["subjects=[tent]", "seeds=[0]"])
