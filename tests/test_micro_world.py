@@ -92,7 +92,7 @@ def test_oracle_exact_on_heldout_styles(style):
 @pytest.mark.parametrize("style", TARGET_STYLES)
 def test_oracle_reads_blurred_heldout_styles(style):
     """Blur lifts the gaps between stripes over the ink threshold, so a reader of the thresholded
-    mask (the one before `lattice_contrast`) called most of these "plain"; the ink strength still
+    mask (the one before the strength contrast, `lattice.strength`) called most of these "plain"; the ink strength still
     alternates. The same blur on solid and hollow looks must not read as a held-out style."""
     import torch
 

@@ -11,9 +11,9 @@ pastel style); shape uses top/bottom area balance (triangles are bottom-heavy)
 and the hull's box corners (a square fills them, a disc does not); size is
 the bbox extent; position is the nearest layout anchor of that size; style
 comes from the lattice contrast of ink strength across the hull's rows and
-columns (period 4, striped: rows only, dotted: both; period 5, banded: rows only;
-``lattice_contrast``) or along both at once (checked: ``lattice.checker_contrast``),
-else a hole in the mask (outline) or pastel ink.
+columns (period 4, striped: rows only, dotted: both; period 5, banded: rows only)
+or along both at once (checked; ``lattice.read``), else a hole in the mask
+(outline) or pastel ink.
 
 Held-out subjects are the class shape with a part in a second colour (``world.part_mask``), so
 they are judged by a region test, not by a nearest template: the detected silhouette must be the
@@ -40,7 +40,7 @@ from .world import BACKGROUNDS, CANVAS, COLORS, PASTEL, POSITIONS, SUBJECTS, Sce
 
 # Recorded in every scoring protocol through the oracle judges' `describe()`: a changed reader
 # changes the protocol id, so `dcobench score` rescores old cells and reports never mix readers.
-# 2: held-out styles read from `lattice_contrast` (1 read the thresholded mask's row coverage).
+# 2: held-out styles read from lattice contrast of ink strength (1 read the thresholded mask's row coverage).
 # 3: checked against people on the methods' own outputs (data/micro/labels/): the ink mask keeps the
 #    main blob only, shape from the width profile, and the subject test reads structure (each region
 #    nearer its own colour than the other's) apart from the exact colours (`subject_colours`).
@@ -117,11 +117,6 @@ def _ink_labels(img: np.ndarray) -> np.ndarray:
 def _pastel_share(a) -> float:
     """Share of ink pixels nearer a pastel than a saturated colour (works for two-colour subjects)."""
     return float((_ink_labels(a["img"])[a["mask"]] >= len(COLORS)).mean())
-
-
-def lattice_contrast(a, period: int = 4, on_len: int | None = None) -> tuple[float, float]:
-    """`lattice.contrast` of an `_analyze` result: (across rows, across columns)."""
-    return lattice.contrast(a["img"], a["filled"], a["bbox"], background_rgb(a["img"]), period, on_len)
 
 
 def _style(a) -> str:
