@@ -783,3 +783,25 @@ def test_the_full_paper_study_is_make_studys_claims_on_every_screened_subject():
     plans = [plan_study(spec, path, []).plan for spec, path in (load_study("micro_paper"), load_study("micro_paper_full"))]
     cells = [{c.cell_id for c in p.cells + p.merge_cells} for p in plans]
     assert cells[0] < cells[1]  # make study's cells are the full study's: a folder of one resumes into the other
+
+
+def test_the_style_screens_blind_labels_give_the_figures_their_readme_states():
+    """data/micro/labels/style-screen/: the oracle's best-CFG rate per style recomputed from the stored
+    images equals the committed screen report's, and every reader's figure in the folder's README table
+    is what dcobench.micro.style_labels computes (a changed oracle or label file shows here)."""
+    import re
+
+    from dcobench.micro import style_labels
+
+    folder = style_labels.HERE
+    table, _ = style_labels.readers()
+    readers = [c for c in table.columns if c not in ("style", "cfg")]
+    best = table.astype(dict.fromkeys(readers, float)).groupby(["style", "cfg"]).mean().groupby("style").max()
+    for style in best.index:
+        row = pd.read_csv(ROOT / "reports" / "micro-style-screen" / f"{style}-targets.csv").iloc[0]
+        assert round(best.loc[style, "oracle"], 3) == round(row["value"], 3)
+    stated = re.findall(r"^\| (\w+) \| ([\d.]+) \w+ \| ([\d.]+) \w+ \| ([\d.]+) \w+ \|$",
+                        (folder / "README.md").read_text(), re.M)
+    assert len(stated) == 4
+    for style, *figures in stated:
+        assert [f"{best.loc[style, c]:.2f}" for c in ("oracle", "agent-e", "agent-f")] == figures
