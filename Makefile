@@ -12,6 +12,7 @@ MICRO_OUT ?= runs/ci-micro
 STUDY ?= micro_paper
 STUDY_OUT ?= runs/micro-study
 STUDY_REPORT ?= reports/micro-study
+STUDY_LABELS ?=
 RAY_ADDRESS ?= auto
 
 .PHONY: run test test-slow test-all install clean regress baseline regress-micro baseline-micro wheel study study-power study-full bench bench-micro-run docs
@@ -41,13 +42,17 @@ study: $(STAMP)
 	OMP_NUM_THREADS=1 $(VENV)/bin/dcobench study $(STUDY) --out $(STUDY_OUT) --shard 1/2 --quiet & p=$$!; \
 	OMP_NUM_THREADS=1 $(VENV)/bin/dcobench study $(STUDY) --out $(STUDY_OUT) --shard 2/2 --quiet; s=$$?; \
 	wait $$p && test $$s -eq 0
+	for d in $(STUDY_LABELS); do $(VENV)/bin/dcobench label $(STUDY_OUT) --attach $$d || exit 1; done
 	$(VENV)/bin/dcobench study $(STUDY) --out $(STUDY_OUT) --report $(STUDY_REPORT) --readme docs/studies.md --report-only
 	$(PY) docs/gen.py
 
 # Power counted in subjects (data/studies/micro_power.yaml): DCO vs DreamBooth under both samplers
 # and the two controls on every screened held-out subject (data/micro/SUBJECTS.md), the same way.
+# Its outputs' committed blind labels (data/micro/labels/power*/) are attached to the rerun before the
+# report, which is then label-corrected by them (the same cells: bit-identical at one thread on the same CPU model).
 study-power:
-	$(MAKE) study STUDY=micro_power STUDY_OUT=runs/micro-power STUDY_REPORT=reports/micro-power
+	$(MAKE) study STUDY=micro_power STUDY_OUT=runs/micro-power STUDY_REPORT=reports/micro-power \
+		STUDY_LABELS="data/micro/labels/power data/micro/labels/power2"
 
 # The paper study at full size (data/studies/micro_paper_full.yaml: every subject claim on the 15
 # screened subjects; 2044 cells, 248 LoRAs): too big for 2 cores, so it runs on a Ray cluster

@@ -73,5 +73,17 @@ def listing(what: str = "all") -> list[str]:
                                                  for c in COMMANDS.names()]]
     if "options" in show:
         out.append("options (key=value):")
-        out += [f"  {key:<26} {default:<28} {text}" for key, default, text in field_help(RunConfig)]
+        out += [f"  {key:<26} {default:<28} {text}" for key, default, text in option_rows()]
     return out
+
+
+def option_rows() -> list[tuple[str, str, str]]:
+    """Every option, as docs/reference/config.md lists them: the run's, then each registered
+    method's (`methods.NAME.*`, plugins' included) and merge's (`merges.NAME.*`)."""
+    rows = field_help(RunConfig)
+    for key, registry in (("methods", METHODS), ("merges", MERGES)):
+        for name in registry.names():
+            cls = getattr(registry.get(name), "config_cls", None)
+            if cls is not None:
+                rows += field_help(cls, f"{key}.{name}.")
+    return rows

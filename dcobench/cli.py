@@ -67,14 +67,17 @@ def run(
                                                          "default $RAY_ADDRESS, else a local Ray instance."),
     workers: Optional[int] = typer.Option(None, help="Local Ray instance: training tasks at a time."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first training or cell that fails "
+                                   "(default: record it, finish the others, list the failures, exit 1)."),
 ):
-    """Train, sample and store every cell; cells with a result.json are skipped."""
+    """Train, sample and store every cell; cells with a result.json are skipped. A training or cell
+    that raises is recorded in its folder and the others go on; a rerun retries only the failed ones."""
     from .plan import make_plan, parse_shard
     from .runner import console, run_plan
 
     part = parse_shard(shard) if shard is not None else None
     flags = [f"executor.{k}={v}" for k, v in (("name", executor), ("address", ray_address), ("workers", workers))
-             if v is not None]
+             if v is not None] + (["executor.fail_fast=true"] if fail_fast else [])
     if ray_address is not None and executor is None:
         flags.append("executor.name=ray")
     plan = make_plan(config, [*(overrides or []), *flags], _names(methods), suite, data, model,
@@ -84,10 +87,14 @@ def run(
     stats = run_plan(plan, out, show_progress=not quiet, shard=part)
     where = f" (shard {shard})" if part else ""
     others = f", {stats['elsewhere']} by another process" if stats.get("elsewhere") else ""
+    failed = f", {len(stats['failed'])} failed" if stats["failed"] else ""
     console.print(
-        f"{stats['cells']} cells in {out}{where}: {stats['sampled']} run, {stats['skipped']} already done{others}, "
-        f"{stats['trained']} LoRAs trained"
+        f"{stats['cells']} cells in {out}{where}: {stats['sampled']} run, {stats['skipped']} already done{others}"
+        f"{failed}, {stats['trained']} LoRAs trained"
     )
+    from .failures import exit_on_failures
+
+    exit_on_failures(stats["failed"], out)
 
 
 @app.command()

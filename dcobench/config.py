@@ -141,6 +141,9 @@ class ExecutorConfig:
     num_cpus: float = option(1.0, "CPUs per Ray training task.", positive)
     workers: int = option(0, "Local Ray instance only: training tasks at a time; 0: as many as the machine's CPUs "
                           "(or GPUs) allow.", non_negative)
+    fail_fast: bool = option(False, "Stop at the first training or cell that raises (or whose loss is not finite); "
+                             "default: record it in its folder (failed.json, traceback.txt), go on with the others, "
+                             "list the failures at the end and exit 1. `--fail-fast` sets it.")
 
 
 @dataclass
@@ -158,6 +161,10 @@ class MethodConfig:
 class RunConfig:
     suite: str = option("micro", "Suite name (see `dcobench ls`) or path to a suite YAML file.")
     methods: dict[str, MethodConfig] = option({}, "Method name -> its config; `--methods` picks which run.")
+    sweeps: dict[str, dict[str, list]] = option(
+        {}, "Guidance mode (cfg, consistency) -> the sampler sweep a method takes when it declares no sweep of its own "
+        "(a plugin's method, say), so that it is swept like its peers; e.g. sweeps.cfg={sample.cfg_scale: [3.0, 7.5]}. "
+        "Suites set it to the sweep of their own methods.")
     data: str = option("", "Dataset folder for suites that read one (dreambench).")
     model: str = option("", "Base model (diffusers folder or hub id) replacing the suite's own.")
     seeds: list[int] = option([0], "Training seeds; each is its own cell.")

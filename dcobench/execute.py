@@ -10,9 +10,10 @@ place result.json is assembled.
 `Context` is what a run keeps in memory across cells: the pipeline, its conditioning and
 sampler, and per-subject caches (VAE posteriors of the references, class images).
 
-`run_unit` runs one unit (`plan.Unit`: a training and its cells) under the run folder's locks
-(`locks.py`), so that any number of processes, shards or Ray tasks can share one folder: each LoRA
-is trained once, each cell run once. A training saves a resumable state as it goes (`resume.py`).
+`units.run_unit` runs one unit (`plan.Unit`: a training and its cells) with `execute` under the run
+folder's locks (`locks.py`), so that any number of processes, shards or Ray tasks can share one
+folder: each LoRA is trained once, each cell run once. A training saves a resumable state as it goes
+(`resume.py`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 import torch
 
 from .cells import ALONE, Cell, MergeCell
-from . import adapters
+from . import adapters, failures
 from .cost import CostMeter
 from .lora import has_training_adapter, remove_training_adapter, unload_lora
 from .locks import Locks
@@ -250,47 +251,47 @@ def _peak(stage: str, device: torch.device) -> dict:
     return {f"{stage}_peak_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
 
 
-def execute(ctx: Context, cell: Cell, store: RunDir, progress) -> int:
+def execute(ctx: Context, cell: Cell, store: RunDir, progress, failed: dict | None = None) -> int:
     """Train what the cell needs and is not stored yet, sample, score, write result.json; returns
     the number of LoRAs trained. Each training runs under its lock: a LoRA another process is
-    training is waited for, then read."""
+    training is waited for, then read. With `failed` (a dict, train id -> failure record, shared by
+    the cells of one unit), a training that raises is recorded in its folder (`failures.py`) and
+    raised as `TrainingFailed`, so the unit's other cells that need it fail at once instead of
+    training it again; the stage a cell failed in is put on the exception (`dcobench_stage`)."""
     trained, dirs = 0, []
     locks = Locks(store.root)
     for tc in [cell.train_cell(w) for w in ALONE] if isinstance(cell, MergeCell) else [cell]:
         dirs.append(store.lora(tc.train_id))
+        if failed is not None and tc.train_id in failed:
+            raise failures.TrainingFailed(failed[tc.train_id])
         with locks.hold("train", tc.train_id):
             if not (dirs[-1] / "train.json").is_file():
-                train(ctx, tc, dirs[-1], progress)
+                if failed is None:
+                    train(ctx, tc, dirs[-1], progress)
+                else:
+                    failures.clear(dirs[-1])
+                    try:
+                        train(ctx, tc, dirs[-1], progress)
+                    except Exception as e:
+                        if not failures.belongs_to_unit(e):
+                            raise
+                        failed[tc.train_id] = failures.training_failed(store.root, dirs[-1], tc, e)
+                        raise failures.TrainingFailed(failed[tc.train_id]) from e
                 trained += 1
-    folder, token_dirs = _lora_source(ctx, cell, store, dirs)
-    cell_dir = store.cell(cell.cell_id)
-    prompts = cell.prompts()
-    _reset_peak(ctx.pipe.device)
-    start = time.perf_counter()
-    jobs = grid_jobs(prompts, [cell.base(p) for p in prompts], cell.sample)
-    manifest = sample_from(ctx, folder, token_dirs, jobs, cell.sample, cell.guidance, cell_dir)
-    result = build_result(cell, store, folder, {"sample_s": round(time.perf_counter() - start, 3),
-                                                **_peak("sample", ctx.pipe.device)})
-    finish_cell(ctx, cell_dir, result, manifest)
+    stage = "sample"
+    try:
+        folder, token_dirs = _lora_source(ctx, cell, store, dirs)
+        cell_dir = store.cell(cell.cell_id)
+        prompts = cell.prompts()
+        _reset_peak(ctx.pipe.device)
+        start = time.perf_counter()
+        jobs = grid_jobs(prompts, [cell.base(p) for p in prompts], cell.sample)
+        manifest = sample_from(ctx, folder, token_dirs, jobs, cell.sample, cell.guidance, cell_dir)
+        result = build_result(cell, store, folder, {"sample_s": round(time.perf_counter() - start, 3),
+                                                    **_peak("sample", ctx.pipe.device)})
+        stage = "score"
+        finish_cell(ctx, cell_dir, result, manifest)
+    except Exception as e:
+        e.dcobench_stage = stage
+        raise
     return trained
-
-
-def run_unit(open_context, unit, store: RunDir, progress, wait: bool = True, on_cell=None) -> dict | None:
-    """Run a unit's unfinished cells under the folder's locks; returns counts, or None when `wait` is
-    off and another process is on this unit now. Each cell is checked again under its own lock, so
-    it runs exactly once however many processes share the folder. `open_context()` gives the
-    Context, called only if there is something to run; `on_cell()` is told of each finished cell."""
-    stats = {"trained": 0, "sampled": 0}
-    locks = Locks(store.root)
-    with locks.hold("unit", unit.key, wait=wait) as mine:
-        if not mine:
-            return None
-        for cell in unit.cells:
-            if not store.is_done(cell.cell_id):
-                with locks.hold("cell", cell.cell_id):
-                    if not store.is_done(cell.cell_id):
-                        stats["trained"] += execute(open_context(), cell, store, progress)
-                        stats["sampled"] += 1
-            if on_cell:
-                on_cell()
-    return stats

@@ -74,6 +74,7 @@ def resolve(config_path=None, overrides=(), methods: list[str] | None = None, su
         name: from_dict(METHODS.get(name).config_cls, raw_methods.get(name), f"methods.{name}.")
         for name in dict.fromkeys(list(raw_methods) + selected)
     }
+    default_sweeps(cfg, raw_methods)
     for where, values in (("seeds", cfg.seeds), ("sample.seeds", cfg.sample.seeds), ("subjects", cfg.subjects),
                           ("sample.prompt_indices", cfg.sample.prompt_indices)):
         no_duplicates(values, where)
@@ -113,6 +114,21 @@ def resolve(config_path=None, overrides=(), methods: list[str] | None = None, su
     if cfg.styles:
         suite_obj.merge_styles(cfg.styles)
     return cfg, suite_obj, selected
+
+
+def default_sweeps(cfg: RunConfig, raw_methods: dict) -> None:
+    """A method whose config names no `sweep` (neither the suite's, the file's nor the command line's)
+    takes `sweeps[<its guidance>]`: a plugin's method is swept over the same knob values as the
+    suite's own methods under the same sampler, so the report compares curves, not one point with
+    a curve. An explicit `methods.NAME.sweep={}` keeps one point."""
+    for mode in cfg.sweeps:
+        if mode not in ("cfg", "consistency"):
+            raise DcoError(f"sweeps.{mode}: a guidance mode is cfg or consistency")
+    for name, mcfg in cfg.methods.items():
+        if "sweep" in (raw_methods.get(name) or {}):
+            continue
+        mode = cfg.sample.guidance if cfg.sample.guidance != "auto" else METHODS.get(name).default_guidance
+        mcfg.sweep = {k: list(v) for k, v in (cfg.sweeps.get(mode) or {}).items()}
 
 
 def check_cell(cell: Cell) -> None:

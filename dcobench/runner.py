@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .executors import get_executor
+from .failures import failed_cells
 from .locks import Locks
 from .plan import Plan, shard as shard_units
 from .store import RunDir, check_writable, write_json_if_changed
@@ -36,7 +37,8 @@ def record_run(plan: Plan, store: RunDir) -> None:
 
 
 def run_plan(plan: Plan, out: str | Path, show_progress: bool = True, shard: tuple[int, int] | None = None) -> dict:
-    """Run every unfinished cell (of shard `shard`, when given); returns counts of what was done."""
+    """Run every unfinished cell (of shard `shard`, when given); returns counts of what was done and
+    `failed`: the records of this shard's cells that failed and are not done (`failures.py`)."""
     store = RunDir(out)
     check_writable(store.root)
     record_run(plan, store)
@@ -45,7 +47,7 @@ def run_plan(plan: Plan, out: str | Path, show_progress: bool = True, shard: tup
         units = shard_units(units, *shard)
     every = [c for u in units for c in u.cells]
     done = sum(store.is_done(c.cell_id) for c in every)
-    stats = {"cells": len(every), "skipped": done, "trained": 0, "sampled": 0, "elsewhere": 0}
+    stats = {"cells": len(every), "skipped": done, "trained": 0, "sampled": 0, "elsewhere": 0, "failed": []}
     todo = [u for u in units if not all(store.is_done(c.cell_id) for c in u.cells)]
     if not todo:
         console.print(f"all {len(every)} cells already done in {store.root}")
@@ -58,4 +60,5 @@ def run_plan(plan: Plan, out: str | Path, show_progress: bool = True, shard: tup
         stats.update(get_executor(plan.config.executor.name)(plan, store, todo, progress,
                                                              lambda: progress.advance(cells_task)))
     stats["elsewhere"] = sum(store.is_done(c.cell_id) for c in every) - done - stats["sampled"]
+    stats["failed"] = failed_cells(store, every)  # read back: a Ray worker's or another shard's count too
     return stats

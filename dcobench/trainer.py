@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
-from .errors import DcoError
+from .errors import DcoError, UnitFailure
 from .adapters import add_adapter
 from .lora import lora_disabled, lora_layers
 from .methods.base import Objective
@@ -209,7 +209,7 @@ def train_lora(
             prior_args = None if prior_batch is None else (prior_pred, prior_batch[3], prior_batch[4])
             loss, last = objective(pred, target, ref, weights, prior_args)
             if not math.isfinite(loss.item()):
-                raise DcoError(f"training diverged at step {step} (loss {loss.item()}); lower train.lr")
+                raise UnitFailure(f"training diverged at step {step} (loss {loss.item()}); lower train.lr")
             (loss / cfg.grad_accum).backward()
             total += loss.item() / cfg.grad_accum
         if cfg.max_grad_norm > 0:

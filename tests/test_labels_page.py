@@ -22,7 +22,7 @@ from dcobench.cli import main
 from dcobench.errors import DcoError
 from dcobench.labels import sample as smp
 from dcobench.labels import store
-from dcobench.labels.server import LabelServer, make_server
+from dcobench.labels.server import LabelServer, make_server, stable_port
 from dcobench.labels.sheets import SHEET_COLUMNS, import_sheet
 
 FAST = ["train.steps=2", "sample.steps=2", "sample.seeds=[0]", "score.enabled=false"]
@@ -181,6 +181,35 @@ def test_sheets_then_import_round_trip(run, tmp_path, capsys):
     ids = [r["item"] for r in rows]
     assert got == {(ids[0], "subject"): "yes", (ids[0], "prompt"): "no", (ids[1], "subject"): "yes",
                    (ids[1], "prompt"): "unsure", (ids[3], "subject"): "unsure"}
+    cat = run / "labels" / "cat.csv"
+    assert len(store.read_rows(cat)) == 5
+    # the same file again adds nothing (the answers used to be doubled)
+    assert main(["label", str(run), "--per-stratum", "2", "--import", str(filled), "--labeller", "cat"]) == 0
+    assert "0 new" in (out := capsys.readouterr().out) and "5 already imported" in out, out
+    assert len(store.read_rows(cat)) == 5
+    # a file with more answers adds only those; one that changes an answer is refused, with nothing written
+    rows[2]["subject_answer"] = "n"
+    with filled.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=SHEET_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    assert import_sheet(run, filled, "cat", sample) == (1, 5) and len(store.read_rows(cat)) == 6
+    rows[0]["subject_answer"] = "no"
+    with filled.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=SHEET_COLUMNS)
+        w.writeheader()
+        w.writerows(rows + [dict(rows[3], prompt_answer="y")])  # a new answer too: not written either
+    line = _error(["label", str(run), "--per-stratum", "2", "--import", str(filled), "--labeller", "cat"], capsys)
+    assert f"{filled}: row 2: item '{ids[0]}': subject_answer 'no', but cat already answered 'yes'" in line
+    assert "another --labeller" in line and len(store.read_rows(cat)) == 6
+    rows[0]["subject_answer"] = "yes"
+    with filled.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=SHEET_COLUMNS)
+        w.writeheader()
+        w.writerows(rows + [dict(rows[1], subject_answer="no")])
+    with pytest.raises(DcoError, match=rf"row {len(rows) + 2}: item '{ids[1]}' is answered twice .*'yes' in row 3"):
+        import_sheet(run, filled, "cat", sample)
+    got = store.answers(run, "cat")
     rows[2]["prompt_answer"] = "maybe"
     bad = tmp_path / "bad.csv"
     with bad.open("w", newline="") as f:
@@ -240,7 +269,7 @@ def test_bad_input(run, tmp_path, monkeypatch, capsys):
         taken.listen()
         port = taken.getsockname()[1]
         line = _error(["label", str(run), "--port", str(port), "--labeller", "ann"], capsys)
-    assert f"port {port} is in use; pick another --port or omit it for a free one" in line
+    assert f"port {port} is in use; pick another --port, or omit it: the run's usual port, else a free one" in line
     real = tempfile.mkstemp
 
     def read_only(*args, dir=None, **kw):
@@ -262,6 +291,32 @@ def test_ctrl_c_ends_the_server_cleanly(run, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "label: http://127.0.0.1:" in out and "(Ctrl-C to stop)" in out
     assert f"labels are in {run / 'labels' / 'ann.csv'}" in out
+
+
+def test_the_port_is_stable_per_run_and_a_moved_server_is_named(run, monkeypatch, capsys):
+    monkeypatch.setattr(LabelServer, "serve_forever", lambda self, *a, **kw: None)
+    usual = stable_port(run)
+    assert 20000 <= usual < 30000 and stable_port(run / "." / "labels" / "..") == usual
+    url = f"http://127.0.0.1:{usual}/"
+    capsys.readouterr()
+    for _ in range(2):  # a restart comes back at the same address, so an open page needs only a reload
+        assert main(["label", str(run), "--labeller", "ann"]) == 0
+        out = capsys.readouterr().out
+        assert f"label: {url} (Ctrl-C to stop)" in out and "note:" not in out, out
+    info = json.loads((run / "labels" / "server.json").read_text())
+    assert info["url"] == url and info["port"] == info["usual_port"] == usual and info["labeller"] == "ann"
+    with socket.socket() as taken:  # the usual port taken: a free one, said loudly, and the old one's successor
+        taken.bind(("127.0.0.1", usual))
+        taken.listen()
+        assert main(["label", str(run), "--labeller", "ann"]) == 0
+    out = capsys.readouterr().out
+    moved = json.loads((run / "labels" / "server.json").read_text())["url"]
+    assert moved != url and f"label: {moved} (Ctrl-C to stop)" in out
+    assert f"note: port {usual}, this run's usual one, is taken; this server is at {moved} instead" in out
+    assert f"note: the last server of this run was at {url}; open {moved} instead" in out
+    assert f"the address is kept in {run / 'labels' / 'server.json'}" in out
+    assert main(["label", str(run), "--labeller", "ann", "--port", "0"]) == 0  # 0: any free port, as before
+    assert "usual one" not in capsys.readouterr().out
 
 
 @pytest.fixture
@@ -404,6 +459,80 @@ def test_label_by_keys_in_a_real_browser(served, tmp_path, monkeypatch):
     assert store.answers(run, "ann")[(ids[2], "prompt")] == "yes"
     cells = {it["cell"].lower() for it in sample["items"]}
     for text in texts + [source]:
-        low = text.lower()
+        low = text.lower().replace("dcobench", "")  # the tool's name (restart `dcobench label`), not the method's
         assert not any(word in low for word in HIDDEN) and not any(c in low for c in cells), text[:500]
     assert time.monotonic() - start < 30
+
+
+def test_an_answer_the_server_did_not_save_stays_on_screen(run, tmp_path, monkeypatch):
+    """The server stopped: the page used to say "not saved: Failed to fetch", move on and count the
+    answer. Now it stays on the question, says what to do, and the answer is given again once a
+    restarted server (at the run's usual port, so the same address) is back."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    sample = smp.load_or_draw(run, 2, 0)
+    ids = [it["item"] for it in sample["items"]]
+    path = run / "labels" / "ann.csv"
+
+    def start():
+        server = make_server(run, sample, "ann")
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+    server = start()
+    url = server.url()
+    driver = _browser(tmp_path, monkeypatch)
+    try:
+        def state():
+            body = driver.find_element(By.TAG_NAME, "body")
+            return {k: body.get_attribute(f"data-{k}") for k in ("index", "stage", "pending", "item")}
+
+        def wait_for(index, stage):
+            want = {"index": str(index), "stage": str(stage), "pending": "0", "item": ids[index]}
+            WebDriverWait(driver, 10).until(lambda d: state() == want)
+            return driver.find_element(By.ID, "error").text, driver.find_element(By.ID, "progress").text
+
+        def press(*keys):
+            for key in keys:
+                ActionChains(driver).send_keys(key).perform()
+
+        driver.get(url)
+        wait_for(0, 0)
+        press("y", "n")
+        assert wait_for(1, 0) == ("", f"1 / {len(ids)} labelled")
+        before = path.read_bytes()
+        server.shutdown()
+        server.server_close()
+        press("y")
+        WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "error").text)
+        down = ("not saved: the server is not reachable; restart `dcobench label` and reload",
+                f"1 / {len(ids)} labelled")
+        assert wait_for(1, 0) == down  # the same question, not counted
+        press("n", "u")  # given again, and a key after it: neither moves the page on
+        time.sleep(0.5)
+        assert wait_for(1, 0) == down and path.read_bytes() == before
+        server = start()
+        assert server.url() == url  # the run's usual port again: the open page reaches it
+        press("u")
+        assert wait_for(1, 1) == ("", f"1 / {len(ids)} labelled")
+
+        def refuse(body):
+            raise DcoError("RUN/labels/ann.csv: the disk is full; free some space")
+
+        server.answer = refuse  # a non-2xx answer: the server's own line, and the page stays
+        press("y")
+        WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "error").text)
+        assert wait_for(1, 1) == ("not saved: RUN/labels/ann.csv: the disk is full; free some space",
+                                  f"1 / {len(ids)} labelled")
+        del server.answer
+        press("y")
+        assert wait_for(2, 0) == ("", f"2 / {len(ids)} labelled")
+    finally:
+        driver.quit()
+        server.shutdown()
+        server.server_close()
+    rows = [(r["item"], r["question"], r["answer"]) for r in store.read_rows(path)]
+    assert rows == [(ids[0], "subject", "yes"), (ids[0], "prompt", "no"), (ids[1], "subject", "unsure"),
+                    (ids[1], "prompt", "yes")]

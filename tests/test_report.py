@@ -404,3 +404,55 @@ def test_page_fits_a_1400px_window(tmp_path):
     width = re.search(r'data-page-width="(\d+)"', dom.stdout)
     assert width, dom.stderr[-2000:]
     assert int(width.group(1)) <= 1400
+
+
+def test_people_panel_with_labelled_rates_of_0_and_1(tmp_path):
+    """Two labellers' imported answers with some points all yes and others all no: a Wilson end at a
+    rate of 1.0 came out 0.9999999999999999 (n = 4, 10, 14, ...), and the people panel's error bar
+    below zero made matplotlib refuse the figure."""
+    import csv
+
+    from dcobench.labels.sample import load_or_draw
+    from dcobench.labels.sheets import import_sheet
+    from dcobench.labels.store import read_labels
+
+    make_run(tmp_path)
+    run_dir = tmp_path / "run"
+    items = load_or_draw(run_dir, per_stratum=100, seed=0)["items"]
+    by_point: dict[str, list[dict]] = {}
+    for it in sorted(items, key=lambda it: it["item"]):
+        by_point.setdefault(f"{it['method']} {json.dumps(it['knobs'], sort_keys=True)}", []).append(it)
+    points = sorted(by_point)
+    # (how many labelled, subject answer, prompt answer) per point: rates 1 and 0, at n where
+    # rounding bites (4, 10), and one mixed point
+    plan = {points[0]: (4, "yes", "no"), points[1]: (10, "no", "yes"), points[2]: (6, "yes", None)}
+    rows = []
+    for point, (n, subject, prompt) in plan.items():
+        for k, it in enumerate(by_point[point][:n]):
+            rows.append({"item": it["item"], "subject_answer": subject,
+                         "prompt_answer": prompt or ("yes" if k % 2 else "no")})
+    sheet = tmp_path / "filled.csv"
+    with sheet.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["item", "subject_answer", "prompt_answer"])
+        w.writeheader()
+        w.writerows(rows)
+    for who in ("ann", "bob"):  # both agree, so the consensus keeps every rate
+        assert import_sheet(run_dir, sheet, who) == (2 * len(rows), 0)
+    assert len(read_labels(run_dir)) == 2 * 2 * len(rows)
+    paths = write_report(run_dir, tmp_path / "out")  # raised "'yerr' must not contain negative values"
+    people = pd.read_csv(paths["people_csv"]).set_index("n")
+    assert sorted(people.index) == [4, 6, 10]
+    assert (people.loc[4, "subject_rate"], people.loc[4, "prompt_rate"]) == (1.0, 0.0)
+    assert (people.loc[10, "subject_rate"], people.loc[10, "prompt_rate"]) == (0.0, 1.0)
+    for q in ("subject", "prompt"):
+        assert (people[f"{q}_lo"] <= people[f"{q}_rate"]).all() and (people[f"{q}_rate"] <= people[f"{q}_hi"]).all()
+    assert paths["pareto_png"].is_file()
+
+
+def test_a_wilson_interval_holds_its_estimate():
+    from dcobench.labels.agreement import wilson
+
+    for n in range(1, 200):
+        for k in (0, n // 2, n):
+            lo, hi = wilson(k, n)
+            assert 0.0 <= lo <= k / n <= hi <= 1.0, (k, n, lo, hi)

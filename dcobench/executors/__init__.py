@@ -3,7 +3,9 @@
     local   this process, one unit after another (`local.py`)
     ray     one Ray core task per unit, on a local Ray instance or a cluster (`ray.py`)
 
-An executor is a function `run(plan, store, units, progress, on_cell) -> {"trained": n, "sampled": n}`.
+An executor is a function `run(plan, store, units, progress, on_cell) -> {"trained": n, "sampled": n,
+"failed": [records]}` (`failures.py`: a unit that raises is recorded and the others go on, unless
+`executor.fail_fast`).
 Both hand each unit to `execute.run_unit`, which does the work under the run folder's locks, so the
 files a run writes, and the report folded from them, do not depend on the executor, and any mix of
 processes, shards and executors can share one folder.
@@ -29,5 +31,6 @@ def context_spec(plan) -> tuple:
 
 
 def add(totals: dict, stats: dict | None) -> None:
+    """Counts add up; lists (`failed`: the failed cells' records) are joined."""
     for k, v in (stats or {}).items():
-        totals[k] = totals.get(k, 0) + v
+        totals[k] = totals.get(k, [] if isinstance(v, list) else 0) + v

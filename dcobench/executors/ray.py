@@ -17,7 +17,8 @@ import os
 import socket
 
 from ..errors import DcoError
-from ..execute import Context, run_unit
+from ..execute import Context
+from ..units import run_unit
 from ..scoring import Scorer
 from ..store import RunDir
 from . import add, context_spec
@@ -25,7 +26,7 @@ from . import add, context_spec
 _CONTEXTS: dict[str, Context] = {}  # per worker process: the Context of the run it last served
 
 
-def unit_task(spec, unit, root: str, wait: bool):
+def unit_task(spec, unit, root: str, wait: bool, fail_fast: bool = False):
     """Runs in a Ray worker: one unit, with this worker's Context for the run."""
     from rich.progress import Progress
 
@@ -33,7 +34,7 @@ def unit_task(spec, unit, root: str, wait: bool):
     if key not in _CONTEXTS:
         _CONTEXTS.clear()
         _CONTEXTS[key] = Context.open(*spec)
-    stats = run_unit(lambda: _CONTEXTS[key], unit, RunDir(root), Progress(disable=True), wait=wait)
+    stats = run_unit(lambda: _CONTEXTS[key], unit, RunDir(root), Progress(disable=True), wait=wait, fail_fast=fail_fast)
     return None if stats is None else {**stats, "cells": len(unit.cells)}
 
 
@@ -85,8 +86,9 @@ def run_ray(plan, store, units, progress, on_cell) -> dict:
         gpus = cfg.num_gpus if cfg.num_gpus >= 0 else float(ray.cluster_resources().get("GPU", 0) > 0)
         task = ray.remote(num_gpus=gpus, num_cpus=cfg.num_cpus)(unit_task)
         spec = ray.put(context_spec(plan))
-        pending = {task.remote(spec, unit, str(store.root), False): unit for unit in units}
-        totals = {"trained": 0, "sampled": 0}
+        fail_fast = cfg.fail_fast
+        pending = {task.remote(spec, unit, str(store.root), False, fail_fast): unit for unit in units}
+        totals = {"trained": 0, "sampled": 0, "failed": []}
         while pending:
             (ref,), _ = ray.wait(list(pending), num_returns=1)
             unit = pending.pop(ref)
@@ -98,7 +100,7 @@ def run_ray(plan, store, units, progress, on_cell) -> dict:
                     raise DcoError(str(cause)) from None
                 raise
             if stats is None:  # another process is on this unit: wait for it in a task of its own
-                pending[task.remote(spec, unit, str(store.root), True)] = unit
+                pending[task.remote(spec, unit, str(store.root), True, fail_fast)] = unit
                 continue
             for _ in range(stats.pop("cells")):
                 on_cell()

@@ -93,7 +93,9 @@ def wilson(k: float, n: int, z: float = 1.959964) -> tuple[float, float]:
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # at p = 0 or 1 an end equals p only up to rounding (k = n = 4 gives 0.9999999999999999): an
+    # interval must hold its own estimate, or error bars drawn from it come out negative
+    return min(max(0.0, centre - half), p), max(min(1.0, centre + half), p)
 
 
 def fit_cut(values: np.ndarray, human: np.ndarray, higher_is_better: bool = True) -> float:

@@ -8,6 +8,10 @@
 
 Byte copies, not re-encoded images: an agreement computed later on the export must see the pixels
 the labellers saw and the judges scored.
+
+`attach_export` is the way back: it puts an exported set's sample and labels into a run folder that
+holds the same cells (a rerun of the same study), so that the run's study report is label-corrected
+by them (`dcobench label RUN --attach DIR`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import io
 import json
 from pathlib import Path
 
-from ..store import atomic_write_bytes, check_writable, to_json
+from ..errors import DcoError
+from ..store import atomic_write_bytes, check_writable, read_json, to_json
 from . import store
 from .sample import FIELDS
 
@@ -60,3 +65,55 @@ def export_sample(run_dir: Path, sample: dict, out_dir: Path) -> dict:
         _copy(path, out_dir / f"labels-{path.stem}.csv")
         labellers.append(path.stem)
     return {"images": len(sample["items"]), "references": len(refs), "labellers": labellers}
+
+
+def _sample_name(sample: dict, folder: Path) -> str:
+    """The file name `stored_items` reads the sample under, from what the draw recorded."""
+    if "budget" in sample and "pass" in sample:
+        return f"sample-s{sample['seed']}-b{sample['budget']}-p{sample['pass']}.json"
+    if "seed" in sample and "per_stratum" in sample:
+        return f"sample-s{sample['seed']}-n{sample['per_stratum']}.json"
+    raise DcoError(f"{folder / 'sample.json'}: records neither seed and per_stratum nor budget and pass; it is not "
+                   "a sample written by `dcobench label --export`")
+
+
+def attach_export(run_dir: Path, folder: Path) -> dict:
+    """Put an exported label set (`export_sample`'s folder) into RUN/labels/: its sample under the
+    name it was drawn with, and each labeller's rows not already there. Every item must name an image
+    of this run (the same cells: a rerun of the same study); items whose bytes differ from the
+    exported copy are counted (another CPU model or thread count draws other bits)."""
+    run_dir, folder = Path(run_dir), Path(folder)
+    if not (folder / "sample.json").is_file():
+        raise DcoError(f"--attach {folder}: no sample.json; give a folder written by `dcobench label RUN --export DIR`")
+    sample = read_json(folder / "sample.json")
+    missing = [it for it in sample["items"] if not (run_dir / it["image"]).is_file()]
+    if missing:
+        raise DcoError(f"--attach {folder}: {len(missing)} of its {len(sample['items'])} images are not in {run_dir} "
+                       f"(e.g. {missing[0]['image']}); its labels are of another run: attach them to a run of the "
+                       "same study, with the same seeds")
+    differ = 0
+    for it in sample["items"]:
+        copy = folder / "images" / f"{it['item']}{Path(it['image']).suffix}"
+        differ += copy.is_file() and copy.read_bytes() != (run_dir / it["image"]).read_bytes()
+    target = run_dir / "labels" / _sample_name(sample, folder)
+    if target.is_file() and read_json(target)["items"] != sample["items"]:
+        raise DcoError(f"--attach {folder}: {target} holds another draw under the same name; move it away first")
+    atomic_write_bytes(target, to_json(sample).encode())
+    added = 0
+    for path in sorted(folder.glob("labels-*.csv")):
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        if not rows or rows[0] != store.COLUMNS:
+            raise DcoError(f"--attach {path}: not a label file (its header is not {','.join(store.COLUMNS)})")
+        dest = run_dir / "labels" / f"{path.name[len('labels-'):]}"
+        have = []
+        if dest.is_file():
+            with open(dest, newline="", encoding="utf-8") as f:
+                have = list(csv.reader(f))[1:]
+        seen = {tuple(r) for r in have}
+        new = [r for r in rows[1:] if tuple(r) not in seen]
+        added += len(new)
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows([store.COLUMNS, *have, *new])
+        atomic_write_bytes(dest, buf.getvalue().encode("utf-8"))
+    return {"items": len(sample["items"]), "sample": target, "rows": added, "differ": differ}

@@ -8,6 +8,7 @@ Everything is sorted before the generator is used: the same run and seed give th
 
 `load_or_draw` stores the sample at `RUN/labels/sample-s<seed>-n<per_stratum>.json` and reads it
 back on a later visit: cells that finish after the draw do not reshuffle what is half labelled.
+`--budget` draws in two passes instead (`budget.py`), stored beside it as `sample-s<seed>-b<N>-p<pass>.json`.
 `blind` is what the labeller may see of an item: the image, the prompt and the references, under
 opaque names (a cell folder is named after its method, an image file after its seed).
 """
@@ -89,6 +90,18 @@ def cell_items(result_path: Path, run_dir: Path) -> list[dict]:
     return out
 
 
+def strata(run_dir: Path) -> dict[str, list[dict]]:
+    """stratum key -> its items, keys and items sorted (the generator must see them in a fixed order)."""
+    run_dir = Path(run_dir)
+    out: dict[str, list[dict]] = {}
+    for path in finished_cells(run_dir):
+        for item in cell_items(path, run_dir):
+            out.setdefault(item["stratum"], []).append(item)
+    if not out:
+        raise DcoError(f"{run_dir}: its finished cells hold no images (cells/*/images/); nothing to label")
+    return {key: sorted(out[key], key=lambda it: (it["cell"], it["image"])) for key in sorted(out)}
+
+
 def draw(run_dir: Path, per_stratum: int = 8, seed: int = 0) -> dict:
     """Draw `per_stratum` images (all when fewer) from every stratum of the run, then shuffle."""
     import numpy as np
@@ -96,16 +109,10 @@ def draw(run_dir: Path, per_stratum: int = 8, seed: int = 0) -> dict:
     run_dir = Path(run_dir)
     if per_stratum < 1:
         raise DcoError(f"--per-stratum {per_stratum}: must be at least 1")
-    strata: dict[str, list[dict]] = {}
-    for path in finished_cells(run_dir):
-        for item in cell_items(path, run_dir):
-            strata.setdefault(item["stratum"], []).append(item)
-    if not strata:
-        raise DcoError(f"{run_dir}: its finished cells hold no images (cells/*/images/); nothing to label")
+    pools = strata(run_dir)
     rng = np.random.default_rng(seed)
     items = []
-    for key in sorted(strata):
-        pool = sorted(strata[key], key=lambda it: (it["cell"], it["image"]))
+    for key, pool in pools.items():
         picked = rng.choice(len(pool), size=min(per_stratum, len(pool)), replace=False)
         items += [pool[i] for i in sorted(picked)]
     items = [items[i] for i in rng.permutation(len(items))]
@@ -124,10 +131,19 @@ def load_or_draw(run_dir: Path, per_stratum: int = 8, seed: int = 0) -> dict:
     return sample
 
 
+def sample_files(run_dir: Path) -> list[Path]:
+    """Every stored sample: the per-stratum ones, then the budgeted passes (`budget.py`) in name
+    order, so a pass-2 file, which holds every item of both passes with its final inclusion
+    probability `pi`, is read after its pass 1 and its `pi` is the one that stays."""
+    folder = Path(run_dir) / "labels"
+    return sorted(folder.glob("sample-s*-n*.json")) + sorted(folder.glob("sample-s*-b*-p*.json"))
+
+
 def stored_items(run_dir: Path) -> dict[str, dict]:
-    """item id -> item over every sample stored in the run (any seed or size): what an import may name."""
+    """item id -> item over every sample stored in the run (any seed, size or budget): what an import
+    may name, and what the estimator reads `pi` from (a later file's copy of an item wins)."""
     out = {}
-    for path in sorted((Path(run_dir) / "labels").glob("sample-s*-n*.json")):
+    for path in sample_files(run_dir):
         out.update({it["item"]: it for it in read_json(path)["items"]})
     return out
 

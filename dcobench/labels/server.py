@@ -8,6 +8,11 @@
     GET  /img/<path>     any other image file inside the run folder
     POST /api/answer     {item, question, answer} -> store.record; the saved row back
 
+The port is stable per run folder (`stable_port`: a hash of its resolved path into 20000-29999), so
+a restarted server comes back at the address an open page already has; when that port is taken a
+free one is used, and `RUN/labels/server.json` always holds the current address, so the new one can
+be found (the label command prints it next to the old one).
+
 Only files that are images and lie inside the run folder, or are the sample's references, are ever
 served: a path is resolved (symlinks and `..` included) before it is checked. A bad item, question
 or answer is HTTP 400 with a one-line message; the page shows it.
@@ -15,8 +20,11 @@ or answer is HTTP 400 with a one-line message; the page shows it.
 
 from __future__ import annotations
 
+import datetime as _dt
 import errno
+import hashlib
 import json
+import os
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,18 +33,23 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from ..errors import DcoError
+from ..store import atomic_write_json, read_json
 from . import store
 from .sample import blind, reference_url
 
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
                ".gif": "image/gif", ".bmp": "image/bmp"}
 MAX_BODY = 64 * 1024  # an answer is a few dozen bytes; anything large is not one
+# below Linux's ephemeral range (32768-60999), so a stable port is rarely taken by an outgoing connection
+PORTS = range(20000, 30000)
 
 
 class LabelServer(ThreadingHTTPServer):
     """The server and what its handlers read: the run, the stored sample and the labeller."""
 
     daemon_threads = True
+    allow_reuse_address = True  # a restart rebinds at once although old connections linger in TIME_WAIT
+    allow_reuse_port = False  # but never shares the port with a live server (a second one would steal requests)
 
     def __init__(self, address, run_dir: Path, sample: dict, labeller: str):
         self.run_dir = Path(run_dir).resolve()
@@ -126,13 +139,58 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json(HTTPStatus.OK, row)
 
 
-def make_server(run_dir: Path, sample: dict, labeller: str, port: int = 0) -> LabelServer:
-    """Bind 127.0.0.1:port (0: a free port); a port that is taken is the user's to change."""
+def stable_port(run_dir: Path) -> int:
+    """The run folder's own port: the same on every start, so an open page finds a restarted server."""
+    digest = hashlib.sha1(str(Path(run_dir).resolve()).encode()).digest()
+    return PORTS[int.from_bytes(digest[:4], "big") % len(PORTS)]
+
+
+def _bind(run_dir: Path, sample: dict, labeller: str, port: int) -> LabelServer:
     try:
         return LabelServer(("127.0.0.1", port), run_dir, sample, labeller)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
-            raise DcoError(f"port {port} is in use; pick another --port or omit it for a free one") from e
+            raise DcoError(f"port {port} is in use; pick another --port, or omit it: the run's usual port, "
+                           "else a free one") from e
         if e.errno == errno.EACCES:
             raise DcoError(f"port {port} needs privileges to bind; pick a port above 1023 or omit --port") from e
         raise
+
+
+def make_server(run_dir: Path, sample: dict, labeller: str, port: int | None = None) -> LabelServer:
+    """Bind 127.0.0.1:port. None: the run's stable port, or a free one when that is taken (then
+    `server.moved` is True); 0: any free port; N: N, and a port that is taken is the user's to change."""
+    if port is not None:
+        server = _bind(run_dir, sample, labeller, port)
+        server.usual_port, server.moved = port, False
+        return server
+    usual = stable_port(run_dir)
+    try:
+        server = _bind(run_dir, sample, labeller, usual)
+    except DcoError:  # taken (another labeller's server on this run, or another program)
+        server = _bind(run_dir, sample, labeller, 0)
+    server.usual_port, server.moved = usual, server.server_address[1] != usual
+    return server
+
+
+def address_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "labels" / "server.json"
+
+
+def last_address(run_dir: Path) -> dict:
+    """What the last server of this run wrote to server.json ({} when none did, or it is unreadable:
+    it is a hint for finding the page, never needed to label)."""
+    try:
+        found = read_json(address_path(run_dir))
+    except (OSError, ValueError, DcoError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def write_address(server: LabelServer) -> dict:
+    """Record the server's address in RUN/labels/server.json (atomically) and return what was written."""
+    info = {"url": server.url(), "port": server.server_address[1], "usual_port": server.usual_port,
+            "labeller": server.labeller, "pid": os.getpid(),
+            "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    atomic_write_json(address_path(server.run_dir), info)
+    return info

@@ -11,7 +11,7 @@ by eye on a screen (found while labelling data/micro/labels). A page holds one s
 references sit above every tile they are compared with. Sorting by
 subject hides nothing more than the page does anyway (the references show the subject); within a
 subject the sample's shuffled order is kept. `import_sheet` reads a filled CSV back into the label
-store as the rows the page would have written.
+store as the rows the page would have written; importing the same file twice adds nothing.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ y / n / u are accepted too. Leave both empty for an image you did not look at. D
 item column. Then read the answers back into the run:
 
   dcobench label RUN --import labels.csv --labeller YOUR_NAME
+
+Importing the file again (filled further) adds only the answers that are new.
 """
 
 
@@ -140,20 +142,23 @@ def write_sheets(run_dir: Path, sample: dict, out_dir: Path) -> dict:
     return {"sheets": len(groups), "items": len(rows), "csv": out_dir / "labels.csv"}
 
 
-def import_sheet(run_dir: Path, path: Path, labeller: str, sample: dict | None = None) -> int:
-    """Append a filled labels.csv to RUN/labels/<labeller>.csv; returns the answers read. Everything is
-    checked before anything is written, so a bad row leaves the store as it was."""
+def import_sheet(run_dir: Path, path: Path, labeller: str, sample: dict | None = None) -> tuple[int, int]:
+    """Append a filled labels.csv to RUN/labels/<labeller>.csv; returns (answers appended, answers
+    already there). Importing a file again appends nothing new: an answer equal to the labeller's
+    latest is skipped, one that differs is a conflict (an import never changes an answer behind the
+    labeller's back). Everything is checked before anything is written, so a bad row or a conflict
+    leaves the store as it was."""
     path = Path(path)
     known = stored_items(run_dir)
     known.update({it["item"]: it for it in (sample or {}).get("items", [])})
     if not path.is_file():
         raise DcoError(f"{path}: file not found; give the labels.csv written by --sheets")
+    wanted: dict[tuple[str, str], tuple[dict, str, int]] = {}  # (item, question) -> (item, answer, line)
     with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet may save a BOM
         reader = csv.DictReader(f)
         missing = [c for c in ("item", "subject_answer", "prompt_answer") if c not in (reader.fieldnames or [])]
         if missing:
             raise DcoError(f"{path}: missing column(s) {', '.join(missing)}; fill in the labels.csv written by --sheets")
-        entries = []
         for row in reader:
             where = f"{path}: row {reader.line_num}"
             values = {q: store.normal_answer(row.get(f"{q}_answer") or "", f"{where}: {q}_answer")
@@ -164,6 +169,23 @@ def import_sheet(run_dir: Path, path: Path, labeller: str, sample: dict | None =
             if item is None:
                 raise DcoError(f"{where}: item {row.get('item')!r} is not in this run's sample; import the sheet "
                                "into the run it was drawn from, with the item column unchanged")
-            entries += [(item, q, a) for q, a in values.items() if a]
-    store.record_many(run_dir, labeller, entries)
-    return len(entries)
+            for q, a in values.items():
+                seen = wanted.get((item["item"], q))
+                if a and seen and seen[1] != a:
+                    raise DcoError(f"{where}: item {item['item']!r} is answered twice ({q}_answer {a!r} here, "
+                                   f"{seen[1]!r} in row {seen[2]}); keep one row per item")
+                if a:
+                    wanted.setdefault((item["item"], q), (item, a, reader.line_num))
+    latest = store.answers(run_dir, labeller)
+    new = []
+    for (item_id, q), (item, a, line) in wanted.items():
+        old = latest.get((item_id, q))
+        if old is None:
+            new.append((item, q, a))
+        elif old != a:
+            raise DcoError(f"{path}: row {line}: item {item_id!r}: {q}_answer {a!r}, but {labeller} already "
+                           f"answered {old!r} in {store.labels_path(run_dir, labeller)}; an import never changes an "
+                           "answer: correct the row, change it on the labelling page, or import under another "
+                           "--labeller")
+    store.record_many(run_dir, labeller, new)
+    return len(new), len(wanted) - len(new)

@@ -51,6 +51,8 @@ DEFAULTS = {
         "dreambooth": {"sweep": {"sample.cfg_scale": [1.5, 2.0, 3.0, 5.0]}},
         "dreambooth_pp": {"num_class_images": 16, "sweep": {"sample.cfg_scale": [1.5, 2.0, 3.0, 5.0]}},
     },
+    # a method without a sweep of its own (a plugin's) takes its guidance's: the built-in methods' knob values
+    "sweeps": {"cfg": {"sample.cfg_scale": [1.5, 2.0, 3.0, 5.0]}, "consistency": {"sample.w_con": [1.0, 2.0, 3.0, 4.0]}},
     # the user's axes (DINO, CLIP-I) beside the exact oracle; every judge's error rate is measured in
     # data/micro/VALIDATION.md
     "report": {"pareto_metrics": ["oracle_subject", "dino", "clip_i"]},

@@ -28,6 +28,7 @@ import io
 from pathlib import Path
 
 from ..errors import DcoError
+from ..failures import scan as scan_failures
 from ..store import atomic_write_bytes, check_writable, read_json
 from .collect import load_cells
 from .curves import plot_curves
@@ -51,7 +52,8 @@ def write_report(run_dir: str | Path | list, out_dir: str | Path | None = None,
     as if one folder held them all; `out_dir` is then required.
 
     `pareto_metrics` overrides the run's `report.pareto_metrics` (the Pareto plot's subject axes).
-    Keys: summary_csv, summary_md, dominance_csv, pareto_png, pareto_svg, index_html, curves_png and
+    Keys: summary_csv, summary_md, dominance_csv, pareto_png, pareto_svg, index_html, failed_csv when
+    cells failed (`failures.py`: one row per failed cell, its error and traceback file), curves_png and
     curves_svg when the LoRAs' train.json files are there, and
     `grid:<cell_id>` for each cell; with merge cells also merge_csv, merge_md and
     `merge_figure:<subject>+<style>`. Raises DcoError when the run folder has no finished cells.
@@ -64,6 +66,11 @@ def write_report(run_dir: str | Path | list, out_dir: str | Path | None = None,
     check_writable(out)
 
     warnings = protocol_warnings(every)
+    failed = [{**r, "run_dir": str(d)} for d in run_dirs for r in scan_failures(d)]
+    if failed:  # listed, never silently dropped: a method whose cells fail must not just vanish from the plot
+        warnings.append(f"{len(failed)} cell{'s' if len(failed) != 1 else ''} failed and are left out of every table "
+                        "and plot (failed.csv lists them, with their errors and tracebacks); fix the cause and rerun "
+                        "`dcobench run` to retry only those")
     df = every[every["kind"] != "merge"]
     df.attrs = every.attrs
     summary = summarise(df)
@@ -83,6 +90,10 @@ def write_report(run_dir: str | Path | list, out_dir: str | Path | None = None,
     dominance.to_csv(buf, index=False, float_format="%.10g", lineterminator="\n")
     paths["dominance_csv"] = out / "dominance.csv"
     atomic_write_bytes(paths["dominance_csv"], buf.getvalue().encode())
+
+    if failed:
+        paths["failed_csv"] = out / "failed.csv"
+        atomic_write_bytes(paths["failed_csv"], failed_csv(failed))
 
     judged = write_judges(run_dirs, out)  # {} without labels in RUN/labels/
     paths.update({k: v for k, v in judged.items() if k.endswith(("_csv", "_md"))})
@@ -109,7 +120,22 @@ def write_report(run_dir: str | Path | list, out_dir: str | Path | None = None,
     curves_png = paths["curves_png"].read_bytes() if "curves_png" in paths else None
     page = render_html(df, summary, dominance, warnings, paths["pareto_png"].read_bytes(), grids, results,
                        merge_table, merge_figures, curves_png, curves_missing,
-                       (judged["table"], judged["verdicts"], RULE) if judged else None)
+                       (judged["table"], judged["verdicts"], RULE) if judged else None, failed)
     paths["index_html"] = out / "index.html"
     atomic_write_bytes(paths["index_html"], page.encode())
     return paths
+
+
+FAILED_COLUMNS = ["cell_id", "method", "subject", "seed", "knobs", "stage", "error", "traceback"]
+
+
+def failed_csv(records: list[dict]) -> bytes:
+    """failed.csv: one row per failed cell; `traceback` relative to its run folder."""
+    import pandas as pd
+
+    rows = [{**{k: r.get(k, "") for k in FAILED_COLUMNS},
+             "knobs": ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in sorted(r.get("knobs", {}).items())),
+             "traceback": str(Path(r["run_dir"]) / r["traceback"])} for r in records]
+    buf = io.StringIO()
+    pd.DataFrame(rows, columns=FAILED_COLUMNS).to_csv(buf, index=False, lineterminator="\n")
+    return buf.getvalue().encode()

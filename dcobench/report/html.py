@@ -192,15 +192,29 @@ def _curves_section(curves_png: bytes | None, missing: list[str]) -> str:
     return "".join(parts)
 
 
+def _failed_section(failed: list[dict]) -> str:
+    rows = "".join(f"<tr><td>{escape(str(r.get('method')))}</td><td>{escape(str(r.get('subject')))}</td>"
+                   f"<td>{escape(str(r.get('seed')))}</td><td>{escape(str(r.get('stage')))}</td>"
+                   f"<td>{escape(str(r.get('error')))}</td><td><code>{escape(str(r.get('traceback')))}</code></td></tr>"
+                   for r in failed)
+    return ("<h2>Failed cells</h2><p class=\"meta\">Left out of every table and plot below; rerunning `dcobench run` "
+            "retries only these.</p><table><tr><th>method</th><th>subject</th><th>seed</th><th>stage</th>"
+            f"<th>error</th><th>traceback</th></tr>{rows}</table>")
+
+
 def render_html(df: pd.DataFrame, summary: pd.DataFrame, dominance: pd.DataFrame, warnings: list[str],
                 pareto_png: bytes, grids: dict[str, bytes], results: list[dict],
                 merge_table: pd.DataFrame | None = None, merge_figures: dict[str, bytes] | None = None,
-                curves_png: bytes | None = None, curves_missing: list[str] = (), judges: tuple | None = None) -> str:
-    """The page as a string; `grids` maps cell_id -> PNG bytes, shown in `df` order."""
+                curves_png: bytes | None = None, curves_missing: list[str] = (), judges: tuple | None = None,
+                failed: list[dict] = ()) -> str:
+    """The page as a string; `grids` maps cell_id -> PNG bytes, shown in `df` order; `failed` lists
+    the cells that failed (`failures.py`), shown right after the warnings."""
     run = Path(df.attrs.get("run_dir", "")).name or "run"
     metrics = list(df.attrs.get("metrics", []))
     parts = [f"<h1>dcobench report: {escape(run)}</h1>", _overview(df, results)]
     parts += [f'<div class="warn"><b>warning:</b> {escape(w)}</div>' for w in warnings]
+    if failed:
+        parts.append(_failed_section(failed))
     parts.append(_summary_section(summary))
     parts.append(_dominance_section(dominance))
     parts.append("<h2>Pareto plot</h2>"

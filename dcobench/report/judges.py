@@ -72,8 +72,11 @@ def people_table(frame: pd.DataFrame) -> pd.DataFrame:
         row = {"point": point, "method": g["method"].iloc[0], "n": len(g)}
         for q in ("subject", "prompt"):
             h = g[f"human_{q}"].dropna()
-            row[f"{q}_n"], row[f"{q}_rate"] = len(h), float(h.mean()) if len(h) else float("nan")
-            row[f"{q}_lo"], row[f"{q}_hi"] = wilson(float(h.sum()), len(h))
+            rate = float(h.mean()) if len(h) else float("nan")
+            lo, hi = wilson(float(h.sum()), len(h))
+            # the panel draws rate - lo and hi - rate as error bars, which must not be negative
+            row[f"{q}_n"], row[f"{q}_rate"] = len(h), rate
+            row[f"{q}_lo"], row[f"{q}_hi"] = (min(lo, rate), max(hi, rate)) if len(h) else (lo, hi)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -166,8 +166,11 @@ def _people_panel(ax, people: pd.DataFrame, colours: dict) -> None:
     """Human subject rate against human prompt rate per point (95% Wilson intervals), by method."""
     for method, pts in people.groupby("method", sort=True):
         c = colours.get(method, "0.3")
-        xerr = [pts["prompt_rate"] - pts["prompt_lo"], pts["prompt_hi"] - pts["prompt_rate"]]
-        yerr = [pts["subject_rate"] - pts["subject_lo"], pts["subject_hi"] - pts["subject_rate"]]
+        # matplotlib refuses a negative bar; an interval end a rounding error past its rate is no bar at all
+        xerr = [(pts["prompt_rate"] - pts["prompt_lo"]).clip(lower=0),
+                (pts["prompt_hi"] - pts["prompt_rate"]).clip(lower=0)]
+        yerr = [(pts["subject_rate"] - pts["subject_lo"]).clip(lower=0),
+                (pts["subject_hi"] - pts["subject_rate"]).clip(lower=0)]
         ax.errorbar(pts["prompt_rate"], pts["subject_rate"], xerr=xerr, yerr=yerr, fmt="o", color=c, ms=5,
                     capsize=3, elinewidth=0.9, label=method)
         for r in pts.itertuples():

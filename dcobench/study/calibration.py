@@ -51,13 +51,11 @@ def calibration(run_dir: Path, suite: str) -> tuple[dict[str, tuple[bool, str]],
 
 
 def gate(rows: list[dict], calibrated: dict[str, tuple[bool, str]]) -> list[dict]:
-    """Each verdict row on a judge that misses the rule keeps its numbers; its verdict becomes
-    NOT_CALIBRATED (the interval's own reading moves to `interval_verdict`)."""
+    """The headline rule is a diagnostic, not a gate: each row keeps its interval's verdict and
+    records whether its judge meets the rule on labels of the outputs (`calibrated`)."""
     for row in rows:
         row.setdefault("interval_verdict", row["verdict"])
-        ok = calibrated.get(row["judge"], (False, ""))[0]
-        row["calibrated"] = ok
-        row["verdict"] = row["interval_verdict"] if ok else NOT_CALIBRATED
+        row["calibrated"] = calibrated.get(row["judge"], (False, ""))[0]
     return rows
 
 
@@ -66,9 +64,15 @@ def verdict_row(section: str, comparison: str, judge: str, statistic: str, resul
     """One verdict row; on a judge that misses the headline rule (this module) the verdict is
     NOT_CALIBRATED and the interval's own reading is kept as `interval_verdict`."""
     from ..metrics import metric_meta
+    from .stats import JUDGE_ONLY  # Δdrop and paired scores are not label-corrected (only ΔHV is)
 
     row = {"claim": section, "comparison": comparison, "judge": judge, "judge_label": metric_meta(judge)["label"],
            "statistic": statistic, **{k: result[k] for k in ("estimate", "ci_low", "ci_high", "n", "verdict")},
            **{k: result[k] for k in ("units", "seeds", "half_width", "bound") if k in result},
-           "headline": head, **extra}
+           "headline": head, "basis": result.get("basis") or JUDGE_ONLY, "labels": result.get("labels", 0), **extra}
+    only = result.get("judge_only")
+    if only is not None:  # a label-corrected row: the judge's own reading beside it, flagged where they part
+        row.update(judge_only_estimate=only["estimate"], judge_only_ci_low=only["ci_low"],
+                   judge_only_ci_high=only["ci_high"], judge_only_verdict=only["verdict"],
+                   labels_changed=only["verdict"] != result["verdict"])
     return gate([row], calibrated or {})[0]

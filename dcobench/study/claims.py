@@ -24,6 +24,7 @@ from .calibration import verdict_row
 from .recipes import DEFAULT_RULE, arm_names, recipe_curves, recipe_verdicts, sampler_order, shown_methods, split_arm
 from .samplers import SAMPLER_LABEL, sampler_verdicts
 from .stats import frontier_difference, paired_difference
+from .verdicts import fmt, headline, interval, rules_out, sample_size, verdict_table  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -55,52 +56,6 @@ def _shown(df: pd.DataFrame, **columns) -> pd.DataFrame:
     out = df.assign(**columns)
     out.attrs = df.attrs
     return out
-
-
-def fmt(v: float, signed: bool = False) -> str:
-    return "–" if not math.isfinite(v) else (f"{v:+.3f}" if signed else f"{v:.3f}")
-
-
-def sample_size(row: dict) -> str:
-    """"3 subjects × 2 seeds" (the interval is over the subjects)."""
-    seeds = row.get("seeds", 1)
-    return f"{row['n']} subject{'s' * (row['n'] != 1)}" + (f" × {seeds} seeds" if seeds > 1 else "")
-
-
-def rules_out(row: dict) -> str:
-    """"±0.063" for an interval that contains 0 (it rules out every effect beyond its farther end), else "–"."""
-    lo, hi, bound = row["ci_low"], row["ci_high"], row.get("bound", math.nan)
-    contains_zero = math.isfinite(lo) and math.isfinite(hi) and lo <= 0 <= hi
-    return f"±{bound:.3f}" if contains_zero and isinstance(bound, float) and math.isfinite(bound) else "–"
-
-
-def interval(row: dict) -> str:
-    ci = f"95% CI [{fmt(row['ci_low'], True)}, {fmt(row['ci_high'], True)}]" if math.isfinite(row["ci_low"]) else "no CI"
-    bound = rules_out(row)
-    return (f"{row['statistic']} {fmt(row['estimate'], True)}, {ci}, {sample_size(row)}"
-            + (f"; no difference larger than {bound}" if bound != "–" else ""))
-
-
-def verdict_table(rows: list[dict]) -> tuple[str, list[str], list[list[str]]]:
-    effect = any("effect" in r for r in rows)
-    header = (["effect"] if effect else []) + ["comparison", "judge", "statistic", "estimate", "95% CI",
-                                               "subjects × seeds", "rules out beyond", "verdict"]
-    body = [([r.get("effect", "")] if effect else []) +
-            [r["comparison"], r["judge_label"], r["statistic"], fmt(r["estimate"], True),
-             f"[{fmt(r['ci_low'], True)}, {fmt(r['ci_high'], True)}]", f"{r['n']} × {r.get('seeds', 1)}",
-             rules_out(r), r["verdict"]] for r in rows]
-    return "Verdicts (paired over units, interval over subjects; see the rule above)", header, body
-
-
-def headline(rows: list[dict], judges: list[str]) -> str:
-    """The claim's one line: every headline judge's comparisons, each with its verdict and numbers."""
-    parts = []
-    for j in judges:
-        mine = [r for r in rows if r["judge"] == j and r["headline"]]
-        if mine:
-            parts.append(f"{mine[0]['judge_label']}: " + "; ".join(
-                f"{r['comparison']}: **{r['verdict']}** ({interval(r)})" for r in mine))
-    return " — ".join(parts) or "no comparison could be computed (no finished cells)"
 
 
 def _diversity(df: pd.DataFrame) -> list[str]:

@@ -28,9 +28,14 @@ def study_command(
     shard: Optional[str] = typer.Option(None, help="i/n: run only shard i of n of the study's units (processes on one "
                                                    "--out split it, each LoRA trained once); the report is written "
                                                    "by the one that finds every cell finished."),
+    fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first training or cell that fails "
+                                   "(default: record it, finish the others, report without it, exit 1)."),
 ):
     """Run a study (every claim's runs into one folder, shared cells run once) and write its report:
-    one section per claim with its figure, tables and a verdict computed from the CIs."""
+    one section per claim with its figure, tables and a verdict computed from the CIs. A training or
+    cell that raises is recorded in its folder and the others go on; the report lists it, and a
+    rerun retries only the failed ones."""
+    from ..failures import exit_on_failures
     from ..plan import parse_shard
     from ..runner import console
     from .readme import update_readme
@@ -48,16 +53,22 @@ def study_command(
             typer.echo("\n".join(describe(sp)))
             return
         part = parse_shard(shard) if shard is not None else None
+        sp.plan.config.executor.fail_fast = fail_fast  # how it runs, not what: never in study.json
         stats = run_study(sp, out, show_progress=not quiet, shard=part)
         where = f" (shard {shard})" if part else ""
+        failed = f", {len(stats['failed'])} failed" if stats["failed"] else ""
         console.print(f"study {spec.name}{where}: {stats['cells']} cells in {out}: {stats['sampled']} run, "
-                      f"{stats['skipped']} already done, {stats['trained']} LoRAs trained, {stats['seconds']} s")
+                      f"{stats['skipped']} already done{failed}, {stats['trained']} LoRAs trained, "
+                      f"{stats['seconds']} s")
         if part and stats["left"]:
             console.print(f"{stats['left']} cells of other shards are not finished yet; the shard that finishes "
                           "last writes the report (or run with --report-only)")
+            exit_on_failures(stats["failed"], out)
             return
     paths = write_study_report(out, report)
     typer.echo(f"study report: {paths['study_md']}")
     if readme is not None:
         changed = update_readme(readme, paths["study_md"].parent)
         typer.echo(f"{readme}: findings block {'rewritten' if changed else 'already up to date'}")
+    if not report_only:
+        exit_on_failures(stats["failed"], out)

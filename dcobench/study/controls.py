@@ -22,7 +22,7 @@ def _reading(row: dict) -> str:
 
 def control_checks(manifest: dict, rows: list[dict], lab) -> list[tuple[bool, str]]:
     """(passed, one line) per control claim and headline judge, in the study's order."""
-    from .claims import interval
+    from .verdicts import interval
 
     out = []
     for name, claim in ordered_claims(manifest):

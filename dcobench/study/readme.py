@@ -24,7 +24,8 @@ import pandas as pd
 
 from ..errors import DcoError
 from ..store import atomic_write_bytes, read_json
-from .claims import fmt, headline, labeller, verdict_table
+from .claims import labeller
+from .verdicts import claim_sentence, findings_table, fmt, headline, verdict_table
 from .controls import check_lines, control_checks
 from .report import md_table
 from .run import MANIFEST, ordered_claims
@@ -79,15 +80,16 @@ def findings(report_dir: str | Path) -> str:
 
 
 def _calibration_lines(report_dir: Path) -> list[str]:
-    """Which judges carried verdicts (verdicts.csv's `calibrated` column; none before judges were
-    checked against labels)."""
+    """What the verdicts rest on (verdicts.csv's `basis` column): label-corrected judges, or judge only."""
     verdicts = pd.read_csv(report_dir / "verdicts.csv")
-    if "calibrated" not in verdicts:
+    if "basis" not in verdicts:
         return []
-    carry = sorted(set(verdicts.loc[verdicts["calibrated"].astype(bool), "judge"]))
-    return [f"Judges that carry verdicts (they meet the headline rule on blind labels of the methods' outputs): "
-            f"{', '.join(carry) if carry else 'none'}. Every other judge's rows keep their estimate and interval, and "
-            "their verdict reads \"not calibrated on outputs\".", ""]
+    corrected = sorted(set(verdicts.loc[verdicts["basis"].fillna("").str.startswith("label-corrected"), "judge"]))
+    if corrected:
+        return [f"Label-corrected on blind labels of this study's outputs: {', '.join(corrected)}; every other judge's "
+                "rows are judge only, as each row's basis says.", ""]
+    return ["Every row is judge only: this study holds no blind labels of its own outputs, so no judge's error is "
+            "measured on them (`dcobench label RUN_DIR`).", ""]
 
 
 def _check_lines(report_dir: Path, manifest: dict) -> list[str]:
@@ -96,12 +98,17 @@ def _check_lines(report_dir: Path, manifest: dict) -> list[str]:
 
 
 def headline_findings(report_dir: str | Path) -> str:
-    """The short findings block (without its markers): each claim's one-line verdict, no tables."""
+    """The short findings block (without its markers): one sentence per claim, then one table of the
+    headline comparisons (comparison, judge, estimate, CI, subjects × seeds, basis, verdict in words)."""
     manifest, claims = _claims(Path(report_dir))
-    lines = [f"Generated from the report of study `{manifest['study']}` (`verdicts.csv`): each claim's one-line "
-             "verdict. Do not edit by hand.", ""] + _calibration_lines(Path(report_dir)) \
+    titles = {name: (i, c["title"] or name) for i, (name, c) in enumerate(ordered_claims(manifest), 1)}
+    lines = [f"Generated from the report of study `{manifest['study']}` (`verdicts.csv`): one sentence per claim, "
+             "then its headline comparisons. Do not edit by hand.", ""] + _calibration_lines(Path(report_dir)) \
         + _check_lines(Path(report_dir), manifest)
-    return "\n".join(lines + [f"- {line}" for _, _, line in claims]) + "\n"
+    lines += [f"- **Claim {titles[name][0]}: {titles[name][1]}.** {claim_sentence(rows)}"
+              for name, rows, _ in claims] + [""]
+    header, body = findings_table([(str(titles[name][0]), rows) for name, rows, _ in claims])
+    return "\n".join(lines + md_table(header, body)) + "\n"
 
 
 def _target_lines(report_dir: Path, name: str, lab) -> list[str]:

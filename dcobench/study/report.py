@@ -20,15 +20,18 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import DcoError
+from ..failures import scan as scan_failures
 from ..report.collect import load_cells
 from ..report.html import data_uri
 from ..report.pareto import save_figure
 from ..store import atomic_write_bytes, atomic_write_json, read_json
 from . import stats
-from .calibration import NOT_CALIBRATED, calibration
+from .calibration import calibration
+from .corrections import study_labels
 from .claims import Section, captions_section, frontier_section, labeller, merge_section
 from .controls import check_lines, control_checks
 from .run import MANIFEST, ordered_claims
+from .verdicts import claim_sentence, findings_table
 
 RULE = ("Verdict rule: per replication unit (subject or style × training seed; for merges subject × style × seed), "
         "the difference between the two sides; the units' differences are averaged within each subject (or style: "
@@ -54,12 +57,16 @@ def _subset(cells: pd.DataFrame, ids) -> pd.DataFrame:
     return out
 
 
+def claim_ids(manifest: dict, name: str) -> set[str]:
+    return {i for a in manifest["claims"][name]["arms"].values() for i in a["cells"] + a["merge_cells"]}
+
+
 def claim_cells(manifest: dict, cells: pd.DataFrame, name: str) -> tuple[pd.DataFrame, int]:
     """The finished cells of one claim (an `arm` column added; merge rows of variants relabelled),
     and how many of its cells are not finished."""
     claim = manifest["claims"][name]
     arms = claim["arms"]
-    wanted = {i for a in arms.values() for i in a["cells"] + a["merge_cells"]}
+    wanted = claim_ids(manifest, name)
     parts, seen = [], set()
     for arm in claim["arm_order"]:
         entry = arms[arm]
@@ -95,9 +102,19 @@ def build_sections(run_dir: Path, manifest: dict, labels: dict) -> tuple[list[Se
     warnings: list[str] = []
     cells = _one_protocol(load_cells(run_dir), warnings)
     calibrated, source = calibration(run_dir, manifest.get("suite", ""))
+    corrections, notes, _, n_labelled = study_labels(run_dir)
+    cells.attrs["corrections"], cells.attrs["basis_notes"] = corrections, notes
+    failed = {r["cell_id"] for r in scan_failures(run_dir)}
+    if failed:
+        warnings.append(f"{len(failed)} cell{'s' if len(failed) != 1 else ''} of this study failed (each claim below "
+                        "says how many of its own; the run folder's cells/*/failed.json hold the errors): their "
+                        "points are left out, so the verdicts rest on fewer units. Fix the cause and rerun "
+                        "`dcobench study` to retry only those")
     sections = []
     for name, claim in ordered_claims(manifest):
         df, missing = claim_cells(manifest, cells, name)
+        lost = len(claim_ids(manifest, name) & failed)
+        missing -= lost
         if claim["kind"] == "frontier":
             sec = frontier_section(name, claim, df[df["kind"] != "merge"], labels, calibrated)
         elif claim["kind"] in ("captions", "arms"):
@@ -107,12 +124,37 @@ def build_sections(run_dir: Path, manifest: dict, labels: dict) -> tuple[list[Se
         if missing:
             sec.notes.append(f"{missing} of this claim's cells are not finished and are left out; rerun "
                              "`dcobench study` to finish them")
+        if lost:  # a verdict that lost units says so in its own line
+            sec.line += f" (lost: {lost} of {len(claim_ids(manifest, name))} cells failed)"
+            sec.notes.append(f"{lost} of this claim's cells failed and are left out (cells/*/failed.json in the run "
+                             "folder); rerun `dcobench study` to retry them")
         sections.append(sec)
-    carry = sorted(j for j, (ok, _) in calibrated.items() if ok)
-    judged = (f"Judges that carry verdicts (the headline rule on blind labels of the methods' outputs; {source}): "
-              f"{', '.join(carry) if carry else 'none'}. Every other judge's rows keep their estimate and interval; "
-              f"their verdict reads '{NOT_CALIBRATED}'.")
+    judged = basis_text(corrections, n_labelled, calibrated, source)
+    changed = [r for s in sections for r in s.verdicts if r.get("labels_changed")]
+    if changed:  # where the labels changed the answer: the reader must see it first
+        warnings.append("the labels changed the verdict of " + "; ".join(
+            f"{r['comparison']} on {r['judge_label']} (judge only: {r['judge_only_verdict']}, label-corrected: "
+            f"{r['verdict']})" for r in changed))
     return sections, warnings, judged
+
+
+def basis_text(corrections: dict, n_labelled: int, calibrated: dict, source: str) -> str:
+    """What every verdict rests on: the paragraph above the claims."""
+    if corrections:
+        what = (f"Label-corrected where the study holds blind labels of its own outputs ({n_labelled} labelled "
+                f"images in RUN/labels/): {', '.join(sorted(corrections))} (prediction-powered points per method "
+                "× knob, intervals that carry the labels' noise: dcobench/study/ppi.py). Every other judge is "
+                "judge only.")
+    else:
+        what = ("Judge only: this study holds no blind labels of its own outputs, so no judge's error is measured "
+                "on them (label them: `dcobench label RUN_DIR`); every verdict below says so.")
+    meets = sorted(j for j, (ok, _) in calibrated.items() if ok)
+    return (f"Every verdict names its basis. {what} The headline rule ({source}) is a diagnostic, not a gate: "
+            f"judges that meet it: {', '.join(meets) if meets else 'none'}.")
+
+
+def _findings(sections: list[Section]) -> tuple[list[str], list[list[str]]]:
+    return findings_table([(str(i), sec.verdicts) for i, sec in enumerate(sections, 1)])
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -130,6 +172,9 @@ def markdown(manifest: dict, sections: list[Section], warnings: list[str], judge
     if manifest.get("description"):
         lines += [manifest["description"], ""]
     lines += [f"> **warning:** {w}" for w in warnings] + ([""] if warnings else [])
+    header, body = _findings(sections)
+    lines += ["## Findings", "", *[f"- **Claim {i}: {sec.title}.** {claim_sentence(sec.verdicts)}"
+                                   for i, sec in enumerate(sections, 1)], "", *md_table(header, body), ""]
     lines += check_lines(_checks(manifest, sections))
     lines += [RULE, ""] + ([judged, ""] if judged else [])
     for i, sec in enumerate(sections, 1):
@@ -156,6 +201,10 @@ def html(manifest: dict, sections: list[Section], warnings: list[str], figures: 
 
     out = [f"<h1>Study: {escape(manifest['study'])}</h1>", f"<p>{escape(manifest.get('description', ''))}</p>"]
     out += [f'<div class="warn"><b>warning:</b> {escape(w)}</div>' for w in warnings]
+    header, body = _findings(sections)  # the answer first: the table a reader takes in at a glance
+    out += ["<h2>Findings</h2>", "<ul>" + "".join(f"<li><b>Claim {i}: {escape(sec.title)}.</b> "
+                                                  f"{escape(claim_sentence(sec.verdicts))}</li>"
+                                                  for i, sec in enumerate(sections, 1)) + "</ul>", table(header, body)]
     checks = _checks(manifest, sections)
     if checks:
         out.append('<div class="warn"><b>Instrument checks</b> (controls fixed in the study file before the '
@@ -201,7 +250,9 @@ def write_study_report(run_dir: str | Path, out_dir: str | Path | None = None, l
     verdicts = pd.DataFrame([{**r, "title": s.title} for s in sections for r in s.verdicts],
                             columns=["claim", "title", "effect", "sampler", "recipe", "comparison", "tested", "against", "judge",
                                      "judge_label", "statistic", "estimate", "ci_low", "ci_high", "n", "units", "seeds",
-                                     "half_width", "bound", "verdict", "headline", "interval_verdict", "calibrated"])
+                                     "half_width", "bound", "verdict", "headline", "interval_verdict", "calibrated",
+                                     "basis", "labels", "judge_only_estimate", "judge_only_ci_low",
+                                     "judge_only_ci_high", "judge_only_verdict", "labels_changed"])
     paths["verdicts_csv"] = out / "verdicts.csv"
     atomic_write_bytes(paths["verdicts_csv"], _csv(verdicts))
     paths["study_md"] = out / "study.md"

@@ -14,6 +14,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+from .. import failures
 from ..errors import DcoError
 from ..metrics import metric_meta
 from ..plan import Plan, make_plan
@@ -134,7 +135,8 @@ def _train_ids(cell) -> list[str]:
 def run_study(sp: StudyPlan, out: str | Path, show_progress: bool = True, shard: tuple[int, int] | None = None) -> dict:
     """Write study.json, then run every unfinished cell (`runner.run_plan`), or only shard i of n
     of the units (`--shard i/n`: processes on one folder split the study, each LoRA trained once);
-    `left` counts the cells of the whole study still unfinished afterwards."""
+    `left` counts the cells of the whole study still unfinished afterwards and not failed (a failed
+    cell waits for a rerun, not for another shard: the report lists it)."""
     from ..runner import run_plan
     from ..store import check_writable
 
@@ -149,5 +151,6 @@ def run_study(sp: StudyPlan, out: str | Path, show_progress: bool = True, shard:
     from ..store import RunDir
 
     store = RunDir(out)
-    left = sum(not store.is_done(c.cell_id) for c in sp.plan.cells + sp.plan.merge_cells)
+    left = sum(not store.is_done(c.cell_id) and failures.read(store.cell(c.cell_id)) is None
+               for c in sp.plan.cells + sp.plan.merge_cells)
     return {**stats, "seconds": round(time.perf_counter() - start, 1), "left": left}

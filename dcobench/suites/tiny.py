@@ -38,6 +38,8 @@ DEFAULTS = {
         "dco": {"sweep": {"sample.w_con": [1.0, 2.0]}},
         "dreambooth": {"sweep": {"sample.cfg_scale": [3.0, 7.5]}},
     },
+    # what a method without a sweep of its own (a plugin's) takes under its guidance: the same knobs
+    "sweeps": {"cfg": {"sample.cfg_scale": [3.0, 7.5]}, "consistency": {"sample.w_con": [1.0, 2.0]}},
 }
 
 
