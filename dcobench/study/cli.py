@@ -66,6 +66,10 @@ def study_command(
             exit_on_failures(stats["failed"], out)
             return
     paths = write_study_report(out, report)
+    from .readme import headline_findings
+
+    # the answer on the terminal: each claim's sentence and its headline rows, each with its basis
+    typer.echo("\n".join(headline_findings(paths["study_md"].parent).splitlines()[2:]).rstrip())
     typer.echo(f"study report: {paths['study_md']}")
     if readme is not None:
         changed = update_readme(readme, paths["study_md"].parent)

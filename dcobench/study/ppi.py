@@ -33,8 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
-
+from ..report.tables import t_critical
 from .intervals import MARGIN, oriented, summarize, verdict
 
 B = 2000  # bootstrap replicates: the Monte-Carlo error of the interval's ends is ~1% of its width
@@ -163,7 +162,7 @@ def corrected_difference(df: pd.DataFrame, a: str, b: str, x: str, y: str, label
         c = counts[:, have]
         est = (c * d[:, have]).sum(axis=1) / np.maximum(c.sum(axis=1), 1)
         m = int(have.sum())
-        half = float(sps.t.ppf(0.975, m - 1) * est.std(ddof=1) * math.sqrt(m / (m - 1))) if m >= 2 else math.nan
+        half = float(t_critical(m - 1) * est.std(ddof=1) * math.sqrt(m / (m - 1))) if m >= 2 else math.nan
         lo, hi = res["estimate"] - half, res["estimate"] + half
         res.update(ci_low=lo, ci_high=hi, half_width=half, bound=max(abs(lo), abs(hi)), verdict=verdict(lo, hi, label))
     used = int(n_h.sum())
