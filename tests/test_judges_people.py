@@ -110,7 +110,7 @@ def test_report_folds_labels_into_judges_tables_and_a_people_panel(tiny_suite, t
     people = pd.read_csv(tmp_path / "rep" / "people.csv")
     assert people["n"].sum() == len(sample["items"]) and (people["prompt_rate"] == 1.0).all()
     page = (tmp_path / "rep" / "index.html").read_text()
-    assert "Judges against people" in page and "not calibrated on outputs" in page
+    assert "Judges against people" in page and "misses the rule" in page
     # the people panel: the Pareto figure is wider than the report's without labels
     from PIL import Image
 

@@ -144,7 +144,7 @@ def _grid_caption(row: pd.Series, metrics: list[str]) -> str:
 def _judges_section(table: pd.DataFrame, verdicts: dict, rule_text: str) -> str:
     """The judges against people (`report/judges.py`): each judge's rule verdict, then its table."""
     fmt = lambda x: "–" if pd.isna(x) else f"{x:.2f}"  # noqa: E731
-    items = "".join(f"<li><b>{escape(j)}</b>: {'meets the rule' if ok else 'not calibrated on outputs'} "
+    items = "".join(f"<li><b>{escape(j)}</b>: {'meets the rule' if ok else 'misses the rule'} "
                     f"({escape(why)})</li>" for j, (ok, why) in verdicts.items())
     header = ["judge", "point", "n", "accuracy", "kappa", "human rate [95% CI]", "judge rate [95% CI]", "meets", "cut"]
     rows = [[r.judge, r.stratum, str(r.n), fmt(r.accuracy), fmt(r.kappa),

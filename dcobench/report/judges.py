@@ -27,7 +27,7 @@ from ..metrics.definitions import metric_meta
 from ..store import atomic_write_bytes
 
 JUDGE_KINDS = ("subject", "style", "prompt")
-NOT_CALIBRATED = "not calibrated on outputs"
+MISSES = "misses the rule"
 
 
 def labelled(run_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
@@ -93,11 +93,11 @@ def _fmt(x, digits: int = 2) -> str:
 
 def judges_markdown(table: pd.DataFrame, verdicts: dict, raters: pd.DataFrame) -> str:
     lines = ["# Judges against people", "",
-             f"The rule for a headline judge: {RULE}. A judge that misses it is reported as "
-             f"\"{NOT_CALIBRATED}\" and carries no verdict. Rates are over images with a yes or no answer "
+             f"The headline rule, a diagnostic: {RULE}. It gates nothing: a study's verdicts are label-corrected "
+             "where its outputs are labelled (docs/studies.md). Rates are over images with a yes or no answer "
              "that the judge did not abstain on, with 95% Wilson intervals; unsure answers are left out.", ""]
     for judge, (ok, why) in verdicts.items():
-        lines.append(f"- **{judge}**: {'meets the rule' if ok else NOT_CALIBRATED} ({why})")
+        lines.append(f"- **{judge}**: {'meets the rule' if ok else MISSES} ({why})")
     lines += ["", "| judge | point | n | abstained | accuracy | kappa | human rate | judge rate | cut | meets |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples():

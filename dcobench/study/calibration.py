@@ -1,15 +1,15 @@
-"""Which judges may carry a verdict: the headline rule, checked on labels of the methods' outputs.
+"""The headline rule as a diagnostic: which judges meet it on labels of the methods' outputs.
 
-A judge is known only on what it judges. A study's comparisons are computed on every judge, but a
-verdict ("DCO ahead", "behind", "no difference at this n") is given only on a judge that meets the
-headline rule (`labels.agreement.RULE`) on blind labels of the methods' own outputs; on any other
-judge the row keeps its estimate and interval and its verdict reads NOT_CALIBRATED. The labels
-come, in this order, from:
+A judge is known only on what it judges. The rule (`labels.agreement.RULE`) is reported beside every
+verdict row (`calibrated`), never as a gate: a verdict does not need a judge without error, it
+needs an estimate whose error is accounted for, which `ppi.py` gives where the study's own outputs
+are labelled (`corrections.py`); elsewhere a row is judge only and says so. The labels the rule is
+checked on come, in this order, from:
 
 1. the study folder itself (`dcobench label RUN` on the study's run folder writes RUN/labels/), or
 2. the suite's own labels, through the `calibration` entry of its registration (the micro world:
    `data/micro/labels/`, as measured by `dcobench micro validate` into validation.json), or
-3. nowhere: then no judge carries a verdict, and the report says how to label.
+3. nowhere: then the report says how to label.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-NOT_CALIBRATED = "not calibrated on outputs"
 NO_LABELS = "no blind labels of this study's outputs (label them: `dcobench label RUN_DIR`)"
 
 
@@ -61,8 +60,8 @@ def gate(rows: list[dict], calibrated: dict[str, tuple[bool, str]]) -> list[dict
 
 def verdict_row(section: str, comparison: str, judge: str, statistic: str, result: dict, head: bool,
          calibrated: dict | None = None, **extra) -> dict:
-    """One verdict row; on a judge that misses the headline rule (this module) the verdict is
-    NOT_CALIBRATED and the interval's own reading is kept as `interval_verdict`."""
+    """One verdict row: the interval's verdict, its basis (label-corrected or judge only), whether its
+    judge meets the headline rule, and for a corrected row the judge-only reading beside it."""
     from ..metrics import metric_meta
     from .stats import JUDGE_ONLY  # Δdrop and paired scores are not label-corrected (only ΔHV is)
 
