@@ -97,7 +97,10 @@ def test_train_compile_with_torch_compile_matches_eager(tiny_pipe, tiny_suite):
     subject = tiny_suite.subjects[0]
     eager = _train(tiny_pipe, subject, TrainConfig(steps=3, lr=1e-2, resolution=32))
     compiled = _train(tiny_pipe, subject, TrainConfig(steps=3, lr=1e-2, resolution=32, compile=True))
-    assert compiled == pytest.approx(eager, abs=1e-4)
+    # inductor's fused kernels sum in another order than eager ones, and which kernels it generates
+    # depends on the CPU's vector ISA: on one AMD EPYC box the first loss (4.29) differed by 1.2e-4
+    # (2.7e-5 relative), past the 1e-4 absolute tolerance this test had; a relative one holds for both
+    assert compiled == pytest.approx(eager, rel=1e-4, abs=1e-4)
 
 
 def test_speed_only_options_stay_out_of_cell_ids(tiny_suite):

@@ -429,8 +429,9 @@ def test_tiny_study_end_to_end(tmp_path, cli):
     assert (report / "beta-curves.png").stat().st_size > 1000
     recipes = pd.read_csv(report / "beta-recipes.csv")
     assert list(recipes["recipe"]) == ["beta_5", "beta_500"] and recipes["rule_pick"].sum() == 1
-    # the tiny suite has no labels of its outputs: no judge carries a verdict, the intervals are still read
-    assert set(v["verdict"]) == {"not calibrated on outputs"}
+    # the tiny suite has no labels of its outputs: every row is judge only, and says so
+    assert set(v["basis"]) == {"judge only: not checked on these outputs"}
+    assert list(v["verdict"]) == list(v["interval_verdict"])
     assert set(v["interval_verdict"]) <= {"DCO ahead", "DCO behind", "comprehensive ahead", "comprehensive behind",
                                           "consistency guidance ahead", "consistency guidance behind",
                                           "DCO (beta_5) ahead", "DCO (beta_5) behind", "DCO (beta_500) ahead",
