@@ -398,8 +398,30 @@ def _browser(tmp_path, monkeypatch):
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
-def test_label_by_keys_in_a_real_browser(served, tmp_path, monkeypatch):
+def _page_state(driver) -> dict:
+    """What the page says it shows: the item, the question (stage) and the answers not yet saved."""
+    from selenium.webdriver.common.by import By
+
+    body = driver.find_element(By.TAG_NAME, "body")
+    return {k: body.get_attribute(f"data-{k}") for k in ("index", "stage", "pending", "item")}
+
+
+def _settle(driver, ids, index, stage) -> None:
+    """Wait until the page shows question `stage` of item `index` with nothing pending."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    want = {"index": str(index), "stage": str(stage), "pending": "0", "item": ids[index]}
+    WebDriverWait(driver, 10).until(lambda d: _page_state(d) == want)
+
+
+def _press(driver, *keys) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
+
+    for key in keys:
+        ActionChains(driver).send_keys(key).perform()
+
+
+def test_label_by_keys_in_a_real_browser(served, tmp_path, monkeypatch):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
@@ -409,18 +431,12 @@ def test_label_by_keys_in_a_real_browser(served, tmp_path, monkeypatch):
     start = time.monotonic()
     driver = _browser(tmp_path, monkeypatch)
     try:
-        def state():
-            body = driver.find_element(By.TAG_NAME, "body")
-            return {k: body.get_attribute(f"data-{k}") for k in ("index", "stage", "pending", "item")}
-
         def wait_for(index, stage):
-            want = {"index": str(index), "stage": str(stage), "pending": "0", "item": ids[index]}
-            WebDriverWait(driver, 10).until(lambda d: state() == want)
+            _settle(driver, ids, index, stage)
             texts.append(driver.find_element(By.TAG_NAME, "body").text)
 
         def press(*keys):
-            for key in keys:
-                ActionChains(driver).send_keys(key).perform()
+            _press(driver, *keys)
 
         texts = []
         driver.get(url)
@@ -468,7 +484,6 @@ def test_an_answer_the_server_did_not_save_stays_on_screen(run, tmp_path, monkey
     """The server stopped: the page used to say "not saved: Failed to fetch", move on and count the
     answer. Now it stays on the question, says what to do, and the answer is given again once a
     restarted server (at the run's usual port, so the same address) is back."""
-    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -485,18 +500,12 @@ def test_an_answer_the_server_did_not_save_stays_on_screen(run, tmp_path, monkey
     url = server.url()
     driver = _browser(tmp_path, monkeypatch)
     try:
-        def state():
-            body = driver.find_element(By.TAG_NAME, "body")
-            return {k: body.get_attribute(f"data-{k}") for k in ("index", "stage", "pending", "item")}
-
         def wait_for(index, stage):
-            want = {"index": str(index), "stage": str(stage), "pending": "0", "item": ids[index]}
-            WebDriverWait(driver, 10).until(lambda d: state() == want)
+            _settle(driver, ids, index, stage)
             return driver.find_element(By.ID, "error").text, driver.find_element(By.ID, "progress").text
 
         def press(*keys):
-            for key in keys:
-                ActionChains(driver).send_keys(key).perform()
+            _press(driver, *keys)
 
         driver.get(url)
         wait_for(0, 0)

@@ -32,13 +32,14 @@ def _provider(suite: str):
     return provider
 
 
-def calibration(run_dir: Path, suite: str) -> tuple[dict[str, tuple[bool, str]], str]:
-    """({judge: (meets the rule, why)}, where the labels came from)."""
+def calibration(run_dir: Path, suite: str, read=None) -> tuple[dict[str, tuple[bool, str]], str]:
+    """({judge: (meets the rule, why)}, where the labels came from). `read`: what
+    `report.judges.labelled([run_dir])` returned, when the caller has read it already."""
     from ..labels.agreement import agreement_table, rule
     from ..labels.collect import judge_cuts
     from ..report.judges import judges_of, labelled
 
-    frame, _, proto = labelled([Path(run_dir)])
+    frame, _, proto = read if read is not None else labelled([Path(run_dir)])
     if not frame.empty:
         judges = judges_of(frame)
         table = agreement_table(frame, judges, judge_cuts(list(judges), proto, frame["subject"].unique()))

@@ -14,8 +14,6 @@ stay judge only, and the diagnostics table shows how it agrees with the labels o
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 from .ppi import LabelSet
@@ -43,13 +41,13 @@ def weights(frame: pd.DataFrame) -> pd.Series:
     return pd.Series(1.0, index=frame.index)
 
 
-def study_labels(run_dir: Path) -> tuple[dict[str, LabelSet], dict[str, str], pd.DataFrame, int]:
-    """(judge -> its labels, judge -> why it stays judge only, the labelled frame, labelled images)."""
-    from ..report.judges import judges_of, labelled
+def study_labels(frame: pd.DataFrame) -> tuple[dict[str, LabelSet], dict[str, str], int]:
+    """(judge -> its labels, judge -> why it stays judge only, labelled images), from the labelled
+    frame of the study folder (`report.judges.labelled`)."""
+    from ..report.judges import judges_of
 
-    frame, _, _ = labelled([Path(run_dir)])
     if frame.empty or "human_subject" not in frame:
-        return {}, {}, frame, 0
+        return {}, {}, 0
     out, notes = {}, {}
     w = weights(frame)
     for judge, meta in judges_of(frame).items():
@@ -61,4 +59,4 @@ def study_labels(run_dir: Path) -> tuple[dict[str, LabelSet], dict[str, str], pd
             out[judge] = LabelSet(lab.dropna(subset=["f", "y"]).reset_index(drop=True))
         else:
             notes[judge] = SIMILARITY
-    return out, notes, frame, int(frame["human_subject"].notna().sum())
+    return out, notes, int(frame["human_subject"].notna().sum())

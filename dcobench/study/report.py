@@ -22,6 +22,7 @@ import pandas as pd
 from ..errors import DcoError
 from ..failures import scan as scan_failures
 from ..report.collect import load_cells
+from ..report.judges import labelled
 from ..report.html import data_uri
 from ..report.pareto import save_figure
 from ..store import atomic_write_bytes, atomic_write_json, read_json
@@ -101,8 +102,9 @@ def build_sections(run_dir: Path, manifest: dict, labels: dict) -> tuple[list[Se
     """The claims' sections, the warnings, and which judges carry verdicts (and on whose labels)."""
     warnings: list[str] = []
     cells = _one_protocol(load_cells(run_dir), warnings)
-    calibrated, source = calibration(run_dir, manifest.get("suite", ""))
-    corrections, notes, _, n_labelled = study_labels(run_dir)
+    read = labelled([run_dir])  # the study folder's own labels: read once, for the rule and the corrections
+    calibrated, source = calibration(run_dir, manifest.get("suite", ""), read)
+    corrections, notes, n_labelled = study_labels(read[0])
     cells.attrs["corrections"], cells.attrs["basis_notes"] = corrections, notes
     failed = {r["cell_id"] for r in scan_failures(run_dir)}
     if failed:
