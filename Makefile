@@ -36,8 +36,9 @@ run: $(STAMP)
 # from it; docs/gen.py then rewrites the README's headline block (and any other stale generated block).
 # Both cores: two shards of the study's units in parallel on one folder, each process at one torch
 # thread (CPU results are bit-identical at a given thread count, and at one thread a shard's cells
-# are the same bits as an unsharded run's: make study reproduces the committed report exactly on any
-# 2-core machine). Two processes at two threads each on two cores ran 10x+ slower when tried.
+# are the same bits as an unsharded run's: make study reproduces the committed report exactly on a
+# machine of the CPU model that made it, an AMD EPYC; another model differs at the 4th decimal, see
+# docs/scale-out.md). Two processes at two threads each on two cores ran 10x+ slower when tried.
 study: $(STAMP)
 	OMP_NUM_THREADS=1 $(VENV)/bin/dcobench study $(STUDY) --out $(STUDY_OUT) --shard 1/2 --quiet & p=$$!; \
 	OMP_NUM_THREADS=1 $(VENV)/bin/dcobench study $(STUDY) --out $(STUDY_OUT) --shard 2/2 --quiet; s=$$?; \
@@ -48,14 +49,14 @@ study: $(STAMP)
 
 # Power counted in subjects (data/studies/micro_power.yaml): DCO vs DreamBooth under both samplers
 # and the two controls on every screened held-out subject (data/micro/SUBJECTS.md), the same way.
-# Its outputs' committed blind labels (data/micro/labels/power*/) are attached to the rerun before the
+# Its outputs' committed blind labels (data/micro/labels/power*/, and anchors/ for its base-model cells) are attached to the rerun before the
 # report, which is then label-corrected by them (the same cells: bit-identical at one thread on the same CPU model).
 study-power:
 	$(MAKE) study STUDY=micro_power STUDY_OUT=runs/micro-power STUDY_REPORT=reports/micro-power \
-		STUDY_LABELS="data/micro/labels/power data/micro/labels/power2"
+		STUDY_LABELS="data/micro/labels/power data/micro/labels/power2 data/micro/labels/anchors"
 
 # The paper study at full size (data/studies/micro_paper_full.yaml: every subject claim on the 15
-# screened subjects; 2044 cells, 248 LoRAs): too big for 2 cores, so it runs on a Ray cluster
+# screened subjects, and the step-envelope claim; 2676 cells, 308 LoRAs): too big for 2 cores, so it runs on a Ray cluster
 # (RAY_ADDRESS: `auto` inside one, or ray://host:10001). Not run in the repository.
 study-full: $(STAMP)
 	$(VENV)/bin/dcobench study micro_paper_full --out runs/micro-paper-full --report reports/micro-paper-full \

@@ -56,13 +56,20 @@ def config_identity(cfg) -> dict:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         if dataclasses.is_dataclass(default):
             default = dataclasses.asdict(default)
-        if not f.metadata.get("identity", True) or (f.metadata.get("id_default") and out[f.name] == default):
+        if not f.metadata.get("identity", True) or (f.metadata.get("id_default") and out[f.name] == default) or \
+                ("id_omit" in f.metadata and out[f.name] == f.metadata["id_omit"]):
             out.pop(f.name)
     return out
 
 
 def _public(cfg) -> dict:
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k != "sweep"} if cfg is not None else {}
+    """A method's config as train ids hash it: every field but `sweep`, less a field at its `id_omit`
+    value (an option added later whose earlier behaviour that value is)."""
+    if cfg is None:
+        return {}
+    omit = {f.name: f.metadata["id_omit"] for f in dataclasses.fields(cfg) if "id_omit" in f.metadata}
+    return {k: v for k, v in dataclasses.asdict(cfg).items()
+            if k != "sweep" and not (k in omit and v == omit[k])}
 
 
 @dataclass

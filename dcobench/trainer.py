@@ -161,7 +161,7 @@ def train_lora(
     captions = cond(subject.captions)
     base_caps = None
     if objective.needs_reference:
-        base_caps = cond(subject.base_captions) if objective.reference_uses_base_prompt else captions
+        base_caps = cond(subject.base_captions) if objective.reference_base(bool(cfg.train_token)) else captions
     gen = torch.Generator().manual_seed(seed)
     n_images, device = len(subject.images), model.device
     losses, last, start = [], {}, time.perf_counter()

@@ -194,6 +194,9 @@ def objective_interface() -> str:
         value = getattr(Objective, name)
         default = value.__name__ if isinstance(value, type) else repr(value)
         lines.append(f"- **`{name}`** (default `{default}`): {_one_line(doc)}")
+    hook = inspect.signature(Objective.reference_base)
+    lines += ["", f"#### `reference_base{hook}`".replace("'", ""), "",
+              _one_line(inspect.cleandoc(Objective.reference_base.__doc__))]
     call = inspect.signature(Objective.__call__)
     params = [p for p in call.parameters.values() if p.name != "self"]
     shown = ", ".join(p.name if p.default is inspect.Parameter.empty else f"{p.name}={p.default!r}" for p in params)

@@ -157,11 +157,12 @@ def test_a_study_with_a_raising_plugin_reports_what_it_lost(plugin, tmp_path, ex
     assert len(lines) == 1 and lines[0].startswith("failed: boom subject=robot seed=0 training"), r.stderr
     assert "study report:" in r.stdout  # the report is written all the same, and says what it lost
     md = (out / "report" / "study.md").read_text()
-    assert "(lost: 2 of 4 cells failed)" in md and "2 cells of this study failed" in md
-    assert done_methods(out) == {"dreambooth": 2}
+    # 4 cells of the two methods and the anchor (the base model, on the other method's LoRA): the boom cells fail
+    assert "(lost: 2 of 5 cells failed)" in md and "2 cells of this study failed" in md
+    assert done_methods(out) == {"dreambooth": 3}  # its two cells and the anchor
     r = dcobench(plugin, "study", study, "--out", out, "--quiet", *extra, fixed=True)
     assert r.returncode == 0, r.stderr
-    assert "2 run, 2 already done, 1 LoRAs trained" in " ".join(r.stderr.split())
+    assert "2 run, 3 already done, 1 LoRAs trained" in " ".join(r.stderr.split())
     assert "lost:" not in (out / "report" / "study.md").read_text()
 
 

@@ -175,3 +175,14 @@ def test_a_judge_that_is_not_a_binary_subject_judge_is_refused(run, capsys):
     err = capsys.readouterr().err
     assert "--judge dino: not scored on the labelled images; give one of: oracle_subject" in err, err
     assert not (run / "labels" / "sample-s0-b8-p2.json").exists()
+
+
+def test_import_and_export_read_the_sample_the_sheets_showed(run, capsys):
+    """`--per-stratum 2 --sheets`, then `--export` without `--per-stratum`: the same sample, not a new
+    default draw of 8 (which once exported images nobody labelled)."""
+    assert main(["label", str(run), "--per-stratum", "2", "--sheets", str(run.parent / "sheets")]) == 0
+    shown = {r["item"] for r in csv.DictReader((run.parent / "sheets" / "labels.csv").open())}
+    assert main(["label", str(run), "--export", str(run.parent / "out")]) == 0
+    assert sorted((run / "labels").glob("sample-*.json")) == [run / "labels" / "sample-s0-n2.json"]
+    exported = json.loads((run.parent / "out" / "sample.json").read_text())
+    assert {it["item"] for it in exported["items"]} == shown and exported["per_stratum"] == 2

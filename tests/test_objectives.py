@@ -24,9 +24,12 @@ def test_dco_matches_hand_computation():
     pred, target, ref = t(0.3, 0.0), t(0.0, 0.5), t(0.2, 0.1)
     # sample 0: model mse 0.09, ref mse 0.04 -> diff 0.05; sample 1: 0.25 vs 0.16 -> 0.09
     expected = (math.log1p(math.exp(beta * 0.05)) + math.log1p(math.exp(beta * 0.09))) / 2
-    loss, logs = DCO(DCOConfig(beta=beta))(pred, target, ref)
+    loss, logs = DCO(DCOConfig(beta=beta, gap="sample"))(pred, target, ref)
     assert loss.item() == pytest.approx(expected, rel=1e-5)
     assert logs["implicit_acc"] == 0.0
+    # the default, the authors' rule: one sigmoid of the batch-mean gap (0.125 - 0.1 = 0.07)
+    loss, _ = DCO(DCOConfig(beta=beta))(pred, target, ref)
+    assert loss.item() == pytest.approx(math.log1p(math.exp(beta * 0.07)), rel=1e-5)
 
 
 def test_dco_is_log2_when_model_equals_reference():

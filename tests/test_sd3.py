@@ -112,7 +112,7 @@ def test_dco_reference_pass_is_the_transformer_without_lora_on_the_same_inputs(s
 
     seen.clear()
     remove_training_adapter(pipe.transformer)
-    train(pipe, subject, DCO(), steps=1)  # reference_prompt=base: the base caption's conditioning
+    train(pipe, subject, DCO(DCOConfig(reference_prompt="base")), steps=1)  # the base caption's conditioning
     (_, _, _, c1), (_, _, _, c2) = seen
     i = next(i for i, cap in enumerate(subject.captions)
              if torch.equal(c1["encoder_hidden_states"], cond([cap])["encoder_hidden_states"]))

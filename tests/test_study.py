@@ -435,11 +435,15 @@ def test_tiny_study_end_to_end(tmp_path, cli):
     assert set(v["interval_verdict"]) <= {"DCO ahead", "DCO behind", "comprehensive ahead", "comprehensive behind",
                                           "consistency guidance ahead", "consistency guidance behind",
                                           "DCO (beta_5) ahead", "DCO (beta_5) behind", "DCO (beta_500) ahead",
-                                          "DCO (beta_500) behind", stats.NO_DIFFERENCE}
-    # the subject claim sweeps both samplers: objective rows per sampler, sampler rows per method, as published
+                                          "DCO (beta_500) behind", stats.NO_DIFFERENCE,
+                                          "the objective effect is larger under consistency guidance",
+                                          "the objective effect is larger under CFG"}
+    # the subject claim sweeps both samplers: objective rows per sampler, their interaction, sampler rows per
+    # method, as published
     subject = v[v["claim"] == "subject"]
-    assert subject.groupby("effect").size().to_dict() == {"objective": 2 * 2 * 2, "sampler": 3 * 2,
-                                                          "as published (confounded)": 2 * 2}
+    assert subject.groupby("effect").size().to_dict() == {"objective": 2 * 2 * 2, "interaction": 2 * 2,
+                                                          "sampler": 3 * 2, "as published (confounded)": 2 * 2}
+    assert set(v["anchor"].dropna()) == {"base model"}  # every frontier starts at the base model's fidelity
     assert current_block(readme.read_text(), "tiny-paper") == findings(report)
     merges = [json.loads(p.read_text()) for p in (out / "merges").glob("*ziplora*/merge.json")]
     assert merges and all(m["merger_cos"]["before"] == pytest.approx(1.0) for m in merges)
@@ -460,6 +464,7 @@ def test_a_study_split_in_shards_runs_every_cell_once_and_the_last_shard_reports
     planned = cli("study", "tiny_paper", "--plan")
     manifest = json.loads((out / "study.json").read_text())
     ids = {i for c in manifest["claims"].values() for a in c["arms"].values() for i in a["cells"] + a["merge_cells"]}
+    ids |= {i for c in manifest["claims"].values() for i in c.get("anchor_cells", {}).get("cells", [])}
     assert {p.name for p in (out / "cells").iterdir() if (p / "result.json").is_file()} == ids
     assert planned.returncode == 0
 
@@ -510,7 +515,8 @@ def test_samplers_separate_the_objective_from_the_sampler(objective, sampler, wa
 
 
 def test_a_sampler_arm_replaces_each_methods_sweep(tmp_path):
-    from dcobench.study.spec import ClaimSpec, claim_arms, StudySpec
+    from dcobench.study.arms import claim_arms
+    from dcobench.study.spec import ClaimSpec, StudySpec
 
     spec = StudySpec(name="s", config={"methods": {"dco": {"beta": 5.0, "sweep": {"sample.w_con": [1, 2]}},
                                                    "dreambooth": {"sweep": {"sample.cfg_scale": [1.5, 3]}}}})
@@ -684,7 +690,8 @@ def test_a_recipe_sweep_gives_each_recipe_its_own_objective_rows(gain, want_50):
 def test_recipes_need_samplers_and_name_their_arms(tmp_path):
     import yaml
 
-    from dcobench.study.spec import claim_arms, load_study
+    from dcobench.study.arms import claim_arms
+    from dcobench.study.spec import load_study
 
     sweep = {"cfg": {"sample.cfg_scale": [1]}, "consistency": {"sample.w_con": [1]}}
     recipes = {"b5": {"methods": {"dco": {"beta": 5.0}}}, "b50": {"methods": {"dco": {"beta": 50.0}}}}
@@ -781,8 +788,15 @@ def test_the_full_paper_study_is_make_studys_claims_on_every_screened_subject():
     paper, _ = load_study("micro_paper")
     power, _ = load_study("micro_power")
     subjects = power.config["subjects"]
-    assert len(subjects) >= 12 and full.config == paper.config and list(full.claims) == list(paper.claims)
+    # and one claim of its own, stated before any run of it: DCO against DreamBooth's best training length
+    envelope = full.claims["steps_envelope"]
+    assert envelope.kind == "envelope" and envelope.subjects == subjects and len(envelope.arms) == 4
+    assert envelope.samplers == paper.claims["subject"].samplers
+    assert len(subjects) >= 12 and full.config == paper.config
+    assert [c for c in full.claims if c != "steps_envelope"] == list(paper.claims)
     for name, claim in full.claims.items():
+        if name == "steps_envelope":
+            continue
         if set(paper.claims[name].subjects) <= set(TARGET_STYLES) and paper.claims[name].subjects:
             assert claim == paper.claims[name]  # a style claim: its units are styles
             continue

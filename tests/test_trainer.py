@@ -74,7 +74,7 @@ def test_dco_reference_pass_sees_the_base_caption(tiny_pipe, tiny_suite, monkeyp
         return original(unet, x, t, cond)
 
     monkeypatch.setattr(family, "forward", spy)
-    _train(tiny_pipe, subject, DCO(), steps=1)
+    _train(tiny_pipe, subject, DCO(DCOConfig(reference_prompt="base")), steps=1)
     cond = Conditioner(tiny_pipe, 32)
     (theta_disabled, theta_c), (phi_disabled, phi_c) = seen
     assert not theta_disabled and phi_disabled
@@ -102,7 +102,8 @@ def test_latents_and_text_are_cached_not_recomputed(tiny_pipe, tiny_suite, monke
 
     monkeypatch.setattr(tiny_pipe.text_encoder, "forward", counting)
     monkeypatch.setattr(tiny_pipe.vae, "encode", lambda *a, **k: pytest.fail("VAE encode during training"))
-    train_lora(tiny_pipe, cond, latents, subject, DCO(), TrainConfig(steps=6, resolution=32), 0)
+    train_lora(tiny_pipe, cond, latents, subject, DCO(DCOConfig(reference_prompt="base")),
+               TrainConfig(steps=6, resolution=32), 0)
     assert calls["text"] == 2  # captions once, base captions once, for all 6 steps
 
 

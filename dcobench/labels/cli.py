@@ -38,7 +38,7 @@ def label_command(
     run_dir: Path = typer.Argument(..., help="A run folder written by `dcobench run` (finished cells are sampled)."),
     per_stratum: Optional[int] = typer.Option(None, "--per-stratum", help="Images drawn from each stratum "
                                               "(method x knobs x subject); all of them when a stratum has fewer "
-                                              "(default 8)."),
+                                              "(default: the one sample this --seed has drawn, else 8)."),
     budget: Optional[int] = typer.Option(None, help="Label N images in two passes instead: about N/2 evenly over "
                                                     "the points; then, run again once those are labelled, the rest "
                                                     "where the judge and the labels disagree most (docs/labels.md)."),
@@ -96,8 +96,12 @@ def label_command(
         for line in lines:
             typer.echo(line)
     else:
-        sample = load_or_draw(run_dir, per_stratum or 8, seed)
-        where = sample_path(run_dir, per_stratum or 8, seed)
+        # no --per-stratum: the seed's one stored sample, so that --import / --export after `--per-stratum 4
+        # --sheets` read the sample the sheets showed (not a new default draw of 8)
+        stored = sorted((run_dir / "labels").glob(f"sample-s{seed}-n*.json"))
+        n = per_stratum or (int(stored[0].stem.rsplit("-n", 1)[1]) if len(stored) == 1 else 8)
+        sample = load_or_draw(run_dir, n, seed)
+        where = sample_path(run_dir, n, seed)
     if sheets is not None:
         from .sheets import write_sheets
 

@@ -70,7 +70,15 @@ class Objective:
     """Read only when `needs_reference`. True: the reference pass is conditioned on the base
     captions, the training captions with the class noun in place of the identifier (`a photo of
     sks dog` -> `a photo of dog`); False: on the training captions themselves. It may be a property
-    that reads `self.cfg` (DCO's `methods.dco.reference_prompt`)."""
+    that reads `self.cfg`. The trainer asks `reference_base`, which returns this unless overridden
+    (DCO overrides it: `methods.dco.reference_prompt=auto` depends on whether a token trains)."""
+
+    def reference_base(self, token_trains: bool) -> bool:
+        """Read only when `needs_reference`: whether the reference pass of a training is conditioned
+        on the base captions. `token_trains` says whether this training learns an identifier token
+        (`train.train_token`). The default returns `reference_uses_base_prompt`; DCO's
+        `reference_prompt=auto` returns `token_trains` (the authors' rule)."""
+        return bool(self.reference_uses_base_prompt)
 
     def __init__(self, cfg: MethodConfig | None = None):
         self.cfg = cfg if cfg is not None else self.config_cls()

@@ -1,15 +1,26 @@
 """Direct Consistency Optimization (Lee, Kwak, Sohn, Shin; arXiv 2402.12004, NeurIPS 2024).
 
-    L = -log sigmoid( -beta * ( ||eps_theta(x_t, c, t) - target||^2 - ||eps_phi(x_t, c_base, t) - target||^2 ) )
+    L = -log sigmoid( -beta * ( ||eps_theta(x_t, c, t) - target||^2 - ||eps_phi(x_t, c_ref, t) - target||^2 ) )
 
 eps_theta is the UNet with the LoRA, eps_phi the same UNet with the LoRA disabled, evaluated under
-no_grad on the same x_t, t and noise. c_base is the base prompt: the caption with the class noun in
-place of the identifier. The squared errors are per-sample means, so at initialisation (LoRA B = 0)
-the two terms are equal and L = log 2.
+no_grad on the same x_t, t and noise. Two choices follow the authors' script (kyungmnlee/dco,
+`customize.py` at 164ae17), each an option:
 
+- `gap: batch` (default): the squared errors are batch means (with Min-SNR weights, the weighted
+  per-sample means averaged), and one sigmoid is taken of their difference (customize.py lines
+  936-941; 967-976 with SNR weights). `gap: sample` takes a sigmoid per sample and averages the losses.
+- `reference_prompt: auto` (default): c_ref is the training caption itself when no token trains
+  (lines 880-888: the frozen text encoders' `prompt_embeds_input`, with the LoRA scale at 0), and
+  the base prompt, the caption with the class noun in place of the identifier, when a token trains
+  (`train.train_token`; lines 905-918: `base_prompt_embeds`). `base` and `same` force either.
+
+At initialisation (LoRA B = 0) with c_ref the caption itself the two terms are equal and L = log 2.
 The gradient w.r.t. eps_theta is beta * sigmoid(beta * d) * d||eps_theta - target||^2, with
 d = mse_theta - mse_phi: it fades once the fine-tuned model fits the references much better than
 the base model, which is what keeps DCO close to the pretrained model.
+
+Before these defaults dcobench used `gap: sample, reference_prompt: base`; every committed micro
+result measures that variant, and the micro and tiny suites keep it (see docs/methods.md).
 """
 
 from __future__ import annotations
@@ -27,10 +38,17 @@ from .base import Objective, per_sample_mse
 class DCOConfig(MethodConfig):
     beta: float = option(1000.0, "Inverse temperature of the consistency loss (paper: 1000 to 2000).", positive)
     reference_prompt: str = option(
-        "base",
-        "Prompt of the reference pass eps_phi: base (the caption with the class noun in place of the "
-        "identifier) or same (the training caption itself; then the loss starts at exactly log 2).",
-        choices=["base", "same"],
+        "auto",
+        "Prompt of the reference pass eps_phi: auto (the authors' rule: the training caption when no token "
+        "trains, the base prompt when train.train_token does), base (the caption with the class noun in place of "
+        "the identifier) or same (the training caption itself; then the loss starts at exactly log 2).",
+        choices=["auto", "base", "same"],
+    )
+    gap: str = option(
+        "batch",
+        "Where the gap is taken: batch (the authors' script: one sigmoid of the difference of batch-mean squared "
+        "errors) or sample (one sigmoid per sample, averaged; dcobench's rule before, kept by the micro suite).",
+        choices=["batch", "sample"], id_omit="sample",
     )
 
 
@@ -40,6 +58,10 @@ class DCO(Objective):
     config_cls = DCOConfig
     needs_reference = True
     default_guidance = "consistency"
+
+    def reference_base(self, token_trains: bool) -> bool:
+        rule = self.cfg.reference_prompt
+        return token_trains if rule == "auto" else rule == "base"
 
     @property
     def reference_uses_base_prompt(self) -> bool:
@@ -51,7 +73,11 @@ class DCO(Objective):
         model_mse = per_sample_mse(model_pred, target, weights)
         ref_mse = per_sample_mse(ref_pred, target, weights)
         diff = model_mse - ref_mse
-        loss = -F.logsigmoid(-self.cfg.beta * diff).mean()
+        if self.cfg.gap == "batch":  # one sigmoid of the batch-mean gap (customize.py 936-941)
+            gap = model_mse.mean() - ref_mse.mean()
+            loss = -F.logsigmoid(-self.cfg.beta * gap)
+        else:
+            loss = -F.logsigmoid(-self.cfg.beta * diff).mean()
         return loss, {
             "loss": loss.item(),
             "mse": model_mse.mean().item(),

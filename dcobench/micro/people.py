@@ -104,7 +104,7 @@ def markdown(results: list[dict]) -> str:
              "how, and what unsure answers mean; they are left out of every figure).", ""]
     for res in results:
         lines += [f"### Set `{res['set']}`: {res['n']} images, labelled by {', '.join(res['labellers'])}", ""]
-        lines += [f"- **{j}**: {'meets the rule' if ok else 'not calibrated on outputs'} ({why})"
+        lines += [f"- **{j}**: {'meets the rule' if ok else 'misses the rule'} ({why})"
                   for j, (ok, why) in res["verdicts"].items()]
         t = res["table"]
         lines += ["", "| judge | point | n | accuracy | kappa | human rate [95% CI] | judge rate [95% CI] | meets |",

@@ -47,7 +47,10 @@ DEFAULTS = {
     "train": {"steps": 400, "rank": 8, "alpha": 8.0, "lr": 1e-3, "batch_size": 4, "target_modules": TARGETS},
     "sample": {"steps": 20, "seeds": [0, 1], "batch_size": 32, "w_text": 3.0, "cfg_scale": 3.0},
     "methods": {
-        "dco": {"beta": 5.0, "sweep": {"sample.w_con": [1.0, 2.0, 3.0, 4.0]}},
+        # the variant every committed micro result measured (per-sample gap, base prompt: `dcobench` before it
+        # took the authors' rules as DCO's defaults, methods/dco.py); the authors' is reference_prompt=auto, gap=batch
+        "dco": {"beta": 5.0, "reference_prompt": "base", "gap": "sample",
+                "sweep": {"sample.w_con": [1.0, 2.0, 3.0, 4.0]}},
         "dreambooth": {"sweep": {"sample.cfg_scale": [1.5, 2.0, 3.0, 5.0]}},
         "dreambooth_pp": {"num_class_images": 16, "sweep": {"sample.cfg_scale": [1.5, 2.0, 3.0, 5.0]}},
     },

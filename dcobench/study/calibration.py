@@ -70,6 +70,12 @@ def verdict_row(section: str, comparison: str, judge: str, statistic: str, resul
            "statistic": statistic, **{k: result[k] for k in ("estimate", "ci_low", "ci_high", "n", "verdict")},
            **{k: result[k] for k in ("units", "seeds", "half_width", "bound") if k in result},
            "headline": head, "basis": result.get("basis") or JUDGE_ONLY, "labels": result.get("labels", 0), **extra}
+    if "anchor" in result:
+        row["anchor"] = result["anchor"]
+    old = result.get("unanchored")
+    if old is not None:  # the same comparison with the reference at the worst values (before the base-model anchor)
+        row.update(unanchored_estimate=old["estimate"], unanchored_ci_low=old["ci_low"],
+                   unanchored_ci_high=old["ci_high"], unanchored_verdict=old["verdict"])
     only = result.get("judge_only")
     if only is not None:  # a label-corrected row: the judge's own reading beside it, flagged where they part
         row.update(judge_only_estimate=only["estimate"], judge_only_ci_low=only["ci_low"],

@@ -51,7 +51,7 @@ def labeller(labels: dict):
     return lab
 
 
-def _shown(df: pd.DataFrame, **columns) -> pd.DataFrame:
+def relabelled(df: pd.DataFrame, **columns) -> pd.DataFrame:
     """A copy of `df` for tables and figures, with some columns replaced (display names)."""
     out = df.assign(**columns)
     out.attrs = df.attrs
@@ -63,7 +63,7 @@ def _diversity(df: pd.DataFrame) -> list[str]:
     return [m for m in df.attrs.get("metrics", []) if metric_meta(m)["kind"] == "diversity"]
 
 
-def _points(df: pd.DataFrame, columns: list[str], caption: str, label: str):
+def point_tables(df: pd.DataFrame, columns: list[str], caption: str, label: str):
     summary = summarise(df)
     frames, tables = {}, []
     for pid in sorted(summary["protocol_id"].unique()):
@@ -105,8 +105,8 @@ def frontier_section(name: str, claim: dict, df: pd.DataFrame, labels: dict, cal
     samplers, recipes = claim.get("samplers") or {}, claim.get("recipes") or {}
     shown = df["method"].map(lab) if not samplers else shown_methods(df, lab) if recipes else \
         [f"{lab(m)} ({SAMPLER_LABEL[a]})" for m, a in zip(df["method"], df["arm"])]
-    summary, sec.frames, sec.tables = _points(_shown(df, method=shown), judges + [x] + _diversity(df),
-                                              "Points: mean ± 95% CI over units", "method")
+    summary, sec.frames, sec.tables = point_tables(relabelled(df, method=shown), judges + [x] + _diversity(df),
+                                                   "Points: mean ± 95% CI over units", "method")
     summary.attrs["pareto_metrics"] = judges
     sec.figure = pareto_figure(summary, title=f"{sec.title}: fidelity vs {metric_meta(x)['label']}")
     heads = claim["headline"] or judges[:1]
@@ -158,12 +158,13 @@ def captions_section(name: str, claim: dict, df: pd.DataFrame, labels: dict, cal
     x, judges = claim["prompt_metric"], claim["judges"]
     a, b = arm_names(claim)
     parts = [split_arm(arm) for arm in df["arm"]] if claim.get("samplers") else [(arm, "") for arm in df["arm"]]
-    df = _shown(df, arm=[p[0] or p[1] for p in parts], sampler=[p[1] if p[0] else "" for p in parts])
-    shown = _shown(df, method=[f"{lab(m)} ({lab(arm)}{', ' + SAMPLER_LABEL[s] if s else ''})"
+    df = relabelled(df, arm=[p[0] or p[1] for p in parts], sampler=[p[1] if p[0] else "" for p in parts])
+    shown = relabelled(df, method=[f"{lab(m)} ({lab(arm)}{', ' + SAMPLER_LABEL[s] if s else ''})"
                                for m, arm, s in zip(df["method"], df["arm"], df["sampler"])])
     what = "caption arm" if claim["kind"] == "captions" else "arm"
-    summary, sec.frames, sec.tables = _points(shown, judges + [x] + _diversity(df), f"Points per method and {what}",
-                                              f"method ({'captions' if claim['kind'] == 'captions' else 'arm'})")
+    summary, sec.frames, sec.tables = point_tables(shown, judges + [x] + _diversity(df),
+                                                   f"Points per method and {what}",
+                                                   f"method ({'captions' if claim['kind'] == 'captions' else 'arm'})")
     summary.attrs["pareto_metrics"] = judges
     sec.figure = pareto_figure(summary, title=f"{sec.title}: two frontiers per method")
     heads = claim["headline"] or judges[:1]
@@ -205,7 +206,7 @@ def merge_section(name: str, claim: dict, df: pd.DataFrame, labels: dict, run_di
     sec = Section(name, claim["kind"], claim["title"] or name)
     metrics = [m for m in claim["judges"] + [claim["prompt_metric"]] if m in df.attrs["metrics"]]
     merged = ~df["merge"].isin(list(ALONE_LABEL))
-    table = interference_table(_shown(df, method=df["method"].map(lab),
+    table = interference_table(relabelled(df, method=df["method"].map(lab),
                                       merge=[lab(g) if is_m else g for g, is_m in zip(df["merge"], merged)]))
     drops = pair_drops(df)
     for pid in sorted(table["protocol_id"].unique()):

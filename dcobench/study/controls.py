@@ -22,7 +22,7 @@ def _reading(row: dict) -> str:
 
 def control_checks(manifest: dict, rows: list[dict], lab) -> list[tuple[bool, str]]:
     """(passed, one line) per control claim and headline judge, in the study's order."""
-    from .verdicts import interval
+    from .verdicts import interval, short_basis
 
     out = []
     for name, claim in ordered_claims(manifest):
@@ -39,7 +39,7 @@ def control_checks(manifest: dict, rows: list[dict], lab) -> list[tuple[bool, st
                                        f"{r['n']} subject(s) could be paired, so there is no interval"))
                     continue
                 out.append((got == want, f"{claim['title'] or name}, {r['judge_label']}: expected '{want}', the "
-                                         f"interval says '{got}' ({interval(r)})"))
+                                         f"interval says '{got}' ({interval(r)}; {short_basis(r)})"))
     return out
 
 
@@ -50,6 +50,7 @@ def check_lines(checks: list[tuple[bool, str]]) -> list[str]:
     lines = ["**Instrument checks** (controls fixed in the study file before the results):", ""]
     lines += [f"- {'passed' if ok else '**FAILED**'}: {text}" for ok, text in checks]
     if not all(ok for ok, _ in checks):
-        lines += ["", "**A check failed: at this number of subjects the study cannot be relied on to tell the "
-                  "methods apart; read every 'no difference' below in that light.**"]
+        lines += ["", "**A check failed: at this number of subjects (and, on a label-corrected judge, of labels per "
+                  "point) the study cannot be relied on to tell the methods apart; read every 'no difference' below "
+                  "in that light.**"]
     return lines + [""]

@@ -34,12 +34,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from ..report.tables import t_critical
-from .intervals import MARGIN, oriented, summarize, verdict
+from .anchors import frame_of, scaled
+from .intervals import oriented, summarize, verdict
 
 B = 2000  # bootstrap replicates: the Monte-Carlo error of the interval's ends is ~1% of its width
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: pandas compares frames' attrs when it concatenates them
 class LabelSet:
     """The labelled images of one judge in one claim: `frame` has columns cell_id, subject, f (the
     judge's reading, 0 or 1), y (the consensus label, 0 or 1) and w (1 / inclusion probability)."""
@@ -105,13 +106,16 @@ def _rectifiers(lab: pd.DataFrame, strata: list, subjects: list, rng, reps: int)
 
 def corrected_difference(df: pd.DataFrame, a: str, b: str, x: str, y: str, labels: LabelSet, group: str = "method",
                          units=("subject", "seed"), label: str = "", reps: int = B, seed: int = 0,
-                         ref: tuple | None = None, box: tuple | None = None) -> dict:
+                         ref: tuple | None = None, box: tuple | None = None, anchors: dict | None = None) -> dict:
     """`stats.frontier_difference` on label-corrected points of judge `y` (module docstring).
 
     `df`: cells with cell_id, `group`, the `units` columns, `stratum` (the point a cell belongs to)
     and the x and y metrics. `ref`/`box` fix the hypervolume's frame (default: from the corrected
-    points, as `stats.frontier_difference` does). Returns the summarize keys plus `diffs`, `basis`,
-    `labels` (labels used), `ref` and `box`."""
+    points, as `stats.frontier_difference` does); `anchors` ({subject: oriented base-model fidelity},
+    `anchors.py`) puts each unit's fidelity reference at its subject's anchor instead. Returns the summarize keys plus `diffs`, `basis`,
+    `labels` (labels used), `ref` and `box`, and with an interval the bootstrap's `replicates` (the
+    subject-level estimate per replicate) over `subjects`: their subject draws depend only on `seed`
+    and the number of subjects, so two comparisons on the same subjects pair replicate by replicate."""
     label = label or a
     part = df[df[group].isin([a, b])].assign(_x=lambda d: oriented(d, x), _f=lambda d: oriented(d, y))
     part = part[np.isfinite(part["_x"]) & np.isfinite(part["_f"])].reset_index(drop=True)
@@ -122,16 +126,18 @@ def corrected_difference(df: pd.DataFrame, a: str, b: str, x: str, y: str, label
     lab = lab[np.isfinite(lab["f"]) & np.isfinite(lab["y"]) & (lab["w"] > 0)]  # abstained or unsure: left out
     subjects = sorted(part[units[0]].unique())
     n = len(subjects)
-    rng = np.random.default_rng(seed)
+    # two streams: the subjects' draws depend only on (seed, n), so two comparisons on the same subjects
+    # share them replicate by replicate (an interaction is the difference of two such comparisons)
+    rng, draw = np.random.default_rng([seed, 1]), np.random.default_rng([seed, 0])
     delta, n_h, wr, ww = _rectifiers(lab, strata, subjects, rng, reps)
     h_idx = part["stratum"].map({h: i for i, h in enumerate(strata)}).to_numpy()
     y0 = part["_f"].to_numpy(float) + delta[h_idx]  # oriented: a binary judge is higher-is-better
     if ref is None or box is None:
-        xs = part["_x"].to_numpy(float)
-        lo, hi = np.array([xs.min(), y0.min()]), np.array([xs.max(), y0.max()])
-        ref, box = tuple(lo - MARGIN * (hi - lo)), tuple(hi)
+        rx, box, floor, refs = frame_of(part["_x"], y0, anchors, subjects)
+    else:
+        rx, floor, refs = ref[0], ref[1], {s: ref[1] for s in subjects}
 
-    counts = np.stack([np.bincount(rng.integers(0, n, size=n), minlength=n) for _ in range(reps)]) if n else \
+    counts = np.stack([np.bincount(draw.integers(0, n, size=n), minlength=n) for _ in range(reps)]) if n else \
         np.zeros((reps, 0), dtype=int)
     num = np.einsum("rs,rsh->rh", counts, wr)
     den = np.einsum("rs,rsh->rh", counts, ww)
@@ -142,12 +148,16 @@ def corrected_difference(df: pd.DataFrame, a: str, b: str, x: str, y: str, label
     per_subject_units: dict[int, list[np.ndarray]] = {}
     diffs = {}
     for unit, rows in part.groupby(list(units), sort=True):
+        subject = unit[0] if isinstance(unit, tuple) else unit
+        if subject not in refs:  # anchored, and its subject's base-model cells are not finished
+            continue
+        ref_u = (rx, refs[subject])
         hv0, hvr = {}, {}
         for g, r in rows.groupby(group):
             idx = r.index.to_numpy()
             xs = r["_x"].to_numpy(float)
-            hv0[g] = float(hv_batch(xs, y0[None, idx], ref, box)[0])
-            hvr[g] = hv_batch(xs, y_rep[:, idx], ref, box)
+            hv0[g] = float(scaled(hv_batch(xs, y0[None, idx], ref_u, box)[0], ref_u[1], box[1], floor))
+            hvr[g] = scaled(hv_batch(xs, y_rep[:, idx], ref_u, box), ref_u[1], box[1], floor)
         if a in hv0 and b in hv0:
             key = unit if isinstance(unit, tuple) else (unit,)
             diffs[key] = hv0[a] - hv0[b]
@@ -164,7 +174,8 @@ def corrected_difference(df: pd.DataFrame, a: str, b: str, x: str, y: str, label
         m = int(have.sum())
         half = float(t_critical(m - 1) * est.std(ddof=1) * math.sqrt(m / (m - 1))) if m >= 2 else math.nan
         lo, hi = res["estimate"] - half, res["estimate"] + half
-        res.update(ci_low=lo, ci_high=hi, half_width=half, bound=max(abs(lo), abs(hi)), verdict=verdict(lo, hi, label))
+        res.update(ci_low=lo, ci_high=hi, half_width=half, bound=max(abs(lo), abs(hi)), verdict=verdict(lo, hi, label),
+                   replicates=est, subjects=subjects)
     used = int(n_h.sum())
     return {**res, "diffs": diffs, "labels": used, "basis": basis(used, len(strata), int((n_h > 0).sum())),
-            "ref": ref, "box": box}
+            "ref": (rx, floor), "box": box}

@@ -27,11 +27,14 @@ from ..report.html import data_uri
 from ..report.pareto import save_figure
 from ..store import atomic_write_bytes, atomic_write_json, read_json
 from . import stats
+from .anchors import ANCHOR_NOTE, anchor_table, anchor_values
 from .calibration import calibration
 from .corrections import study_labels
 from .claims import Section, captions_section, frontier_section, labeller, merge_section
 from .controls import check_lines, control_checks
+from .envelope import envelope_section
 from .run import MANIFEST, ordered_claims
+from .spec import ANCHOR_CELLS
 from .verdicts import claim_sentence, findings_table
 
 RULE = ("Verdict rule: per replication unit (subject or style × training seed; for merges subject × style × seed), "
@@ -40,8 +43,10 @@ RULE = ("Verdict rule: per replication unit (subject or style × training seed; 
         "its 95% Student-t interval over the n subjects. An interval that contains 0 rules out effects larger than "
         "its farther end: such a row says 'no difference larger than ±X with n subjects'. "
         "Frontiers are compared by ΔHV, the difference of the normalised hypervolumes (areas dominated by each "
-        "side's points in the prompt-fidelity × fidelity plane, reference point 10% of the range below the worst "
-        "values); merges by Δdrop, the baseline merge's drop minus the reference merge's. Interval above 0: "
+        "side's points in the prompt-fidelity × fidelity plane; the fidelity axis starts at the base model's own "
+        "fidelity on each subject (its anchor cells, the LoRA out of the sampler), so a point that shows no more of "
+        "the subject than the base model earns nothing, and the prompt-fidelity axis 10% of its range below its "
+        "worst value; a claim without anchor cells starts both axes that way); merges by Δdrop, the baseline merge's drop minus the reference merge's. Interval above 0: "
         "'<tested> ahead'; below 0: '<tested> behind'; containing 0 (or n < 2): "
         f"'{stats.NO_DIFFERENCE}'. Computed, never written by hand (dcobench/study/stats.py).")
 
@@ -59,7 +64,9 @@ def _subset(cells: pd.DataFrame, ids) -> pd.DataFrame:
 
 
 def claim_ids(manifest: dict, name: str) -> set[str]:
-    return {i for a in manifest["claims"][name]["arms"].values() for i in a["cells"] + a["merge_cells"]}
+    claim = manifest["claims"][name]
+    return {i for a in claim["arms"].values() for i in a["cells"] + a["merge_cells"]} | \
+        set(claim.get(ANCHOR_CELLS, {}).get("cells", []))
 
 
 def claim_cells(manifest: dict, cells: pd.DataFrame, name: str) -> tuple[pd.DataFrame, int]:
@@ -115,10 +122,15 @@ def build_sections(run_dir: Path, manifest: dict, labels: dict) -> tuple[list[Se
     sections = []
     for name, claim in ordered_claims(manifest):
         df, missing = claim_cells(manifest, cells, name)
+        anchors = anchor_values(cells, claim, claim["judges"], corrections)
+        if anchors is not None:  # every frontier of this claim starts at the base model's fidelity (anchors.py)
+            df.attrs["anchors"] = anchors
         lost = len(claim_ids(manifest, name) & failed)
         missing -= lost
         if claim["kind"] == "frontier":
             sec = frontier_section(name, claim, df[df["kind"] != "merge"], labels, calibrated)
+        elif claim["kind"] == "envelope":
+            sec = envelope_section(name, claim, df[df["kind"] != "merge"], labels, calibrated)
         elif claim["kind"] in ("captions", "arms"):
             sec = captions_section(name, claim, df[df["kind"] != "merge"], labels, calibrated)
         else:
@@ -187,6 +199,9 @@ def markdown(manifest: dict, sections: list[Section], warnings: list[str], judge
         lines += [f"![{sec.title}: {key}]({key}.png)" for key in sec.extra_figures] + ([""] if sec.extra_figures else [])
         for caption, header, rows in sec.tables:
             lines += [f"*{caption}*", "", *md_table(header, rows), ""]
+    moved = anchor_table(sections)
+    if moved:
+        lines += ["## The base-model anchor: ΔHV before and after", "", ANCHOR_NOTE, "", *md_table(*moved), ""]
     return "\n".join(lines)
 
 
@@ -223,6 +238,9 @@ def html(manifest: dict, sections: list[Section], warnings: list[str], figures: 
                 out.append(f'<img alt="{escape(sec.title)}" src="{data_uri(figures[key])}">')
         for caption, header, rows in sec.tables:
             out += [f"<h3>{escape(caption)}</h3>", table(header, rows)]
+    moved = anchor_table(sections)
+    if moved:
+        out += ["<h2>The base-model anchor: ΔHV before and after</h2>", f"<p>{escape(ANCHOR_NOTE)}</p>", table(*moved)]
     css = ("body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1400px;padding:0 16px;line-height:1.4}"
            "table{border-collapse:collapse;font-size:.9em}th,td{border:1px solid #ccc;padding:3px 8px}"
            "th{background:#f2f4f7}.scroll{overflow-x:auto}img{max-width:100%}.meta{color:#555;font-size:.9em}"
@@ -254,7 +272,9 @@ def write_study_report(run_dir: str | Path, out_dir: str | Path | None = None, l
                                      "judge_label", "statistic", "estimate", "ci_low", "ci_high", "n", "units", "seeds",
                                      "half_width", "bound", "verdict", "headline", "interval_verdict", "calibrated",
                                      "basis", "labels", "judge_only_estimate", "judge_only_ci_low",
-                                     "judge_only_ci_high", "judge_only_verdict", "labels_changed"])
+                                     "judge_only_ci_high", "judge_only_verdict", "labels_changed", "anchor",
+                                     "unanchored_estimate", "unanchored_ci_low", "unanchored_ci_high",
+                                     "unanchored_verdict"])
     paths["verdicts_csv"] = out / "verdicts.csv"
     atomic_write_bytes(paths["verdicts_csv"], _csv(verdicts))
     paths["study_md"] = out / "study.md"

@@ -5,7 +5,8 @@ have the ids a plain run of the same config would have. The arms' cells are pool
 id, into one plan that `runner.run_plan` executes: a cell that two claims share (claim 1's DCO
 cells are claim 4's comprehensive-caption cells; a merge pair's subject LoRA is claim 1's LoRA)
 is trained and sampled once, and a rerun resumes. `study.json`, written before anything runs,
-records which cells belong to which claim and arm: the report is a fold over it and the cells.
+records which cells belong to which claim and arm (and, under `anchor`, a claim's base-model cells,
+which are no arm's points): the report is a fold over it and the cells.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from ..errors import DcoError
 from ..metrics import metric_meta
 from ..plan import Plan, make_plan
 from ..store import atomic_write_json, read_json
-from .spec import StudySpec, claim_arms
+from .arms import anchor_arm, claim_arms
+from .spec import ANCHOR_CELLS, StudySpec
 
 MANIFEST = "study.json"
 
@@ -63,9 +65,14 @@ def _check_metrics(arm, claim, cfg) -> None:
 
 def plan_study(spec: StudySpec, study_file: Path, overrides=()) -> StudyPlan:
     """Plan every arm; refuse arms that would not be comparable (another model or scoring protocol)."""
-    planned = []
+    planned, anchors = [], {}
     for name, claim in spec.claims.items():
-        for arm in claim_arms(spec, study_file, name, claim):
+        arms = claim_arms(spec, study_file, name, claim)
+        anchor = anchor_arm(claim, arms)
+        if anchor is not None:  # the base model's cells: where the claim's hypervolumes start (arms.anchor_arm)
+            anchors[name] = make_plan(anchor.config, list(overrides), anchor.methods, spec.suite, spec.data or None,
+                                      spec.model or None)
+        for arm in arms:
             plan = make_plan(arm.config, list(overrides), arm.methods, spec.suite, spec.data or None,
                              spec.model or None, arm.merge)
             if arm.merges_only:
@@ -98,6 +105,11 @@ def plan_study(spec: StudySpec, study_file: Path, overrides=()) -> StudyPlan:
             "merge_cells": sorted(c.cell_id for c in plan.merge_cells),
             "config": dataclasses.asdict(plan.config),
         }
+    for name, plan in anchors.items():
+        for c in plan.cells:
+            cells.setdefault(c.cell_id, c)
+        claims[name][ANCHOR_CELLS] = {"methods": plan.methods, "cells": sorted(c.cell_id for c in plan.cells),
+                                "config": dataclasses.asdict(plan.config)}
     first = planned[0][1]
     methods = list(dict.fromkeys(m for _, p in planned for m in p.methods))
     plan = Plan(first.config, first.suite, methods, list(cells.values()), list(merges.values()))
@@ -117,7 +129,8 @@ def describe(sp: StudyPlan) -> list[str]:
     by_id = {c.cell_id: c for c in sp.plan.cells + sp.plan.merge_cells}
     lines = []
     for name, claim in ordered_claims(sp.manifest):
-        ids = {i for a in claim["arms"].values() for i in a["cells"] + a["merge_cells"]}
+        ids = {i for a in claim["arms"].values() for i in a["cells"] + a["merge_cells"]} | \
+            set(claim.get(ANCHOR_CELLS, {}).get("cells", []))
         loras = {t for i in ids for t in _train_ids(by_id[i])}
         lines.append(f"{name} ({claim['kind']}): {len(ids)} cells, {len(loras)} LoRAs, arms "
                      f"{', '.join(claim['arms'])}")

@@ -22,15 +22,17 @@ unknown key or kind fails at once, naming it.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import deep_merge, from_dict, load_yaml, option
+from ..config import from_dict, load_yaml, option
 from ..errors import DcoError
 
-KINDS = ("frontier", "merge", "captions", "arms")  # arms: captions' design for any two overlays
+KINDS = ("frontier", "merge", "captions", "arms", "envelope")  # arms: captions' design for any two overlays
+REFERENCE_ARM = "reference"  # an envelope claim's arm of the reference method (envelope.py)
+ANCHOR = "anchor"  # the arm of a claim's base-model cells (`anchor: base`)
+ANCHOR_CELLS = "anchor_cells"  # where study.json lists them, per claim
 SAMPLERS = {"cfg": "sample.cfg_scale", "consistency": "sample.w_con"}  # sampler -> the knob its sweep usually varies
 
 
@@ -38,7 +40,9 @@ SAMPLERS = {"cfg": "sample.cfg_scale", "consistency": "sample.w_con"}  # sampler
 class ClaimSpec:
     kind: str = option("frontier", "frontier: the reference method's trade-off curve against each other method's; "
                        "merge: merge interference; captions: the same methods on two caption arms; arms: the same "
-                       "on any two arms (e.g. a control: a method against a deliberately weakened copy of itself).",
+                       "on any two arms (e.g. a control: a method against a deliberately weakened copy of itself); "
+                       "envelope: the reference against the upper envelope of the other methods' frontiers over "
+                       "their arms (e.g. DreamBooth at several training lengths: is DCO more than an early stop?).",
                        choices=list(KINDS))
     title: str = option("", "The claim's section title in the report.")
     methods: list[str] = option([], "Methods this claim trains (dcobench run --methods).")
@@ -54,7 +58,9 @@ class ClaimSpec:
     variants: dict[str, Any] = option({}, "merge: extra runs of the same pairs, name -> overlay (e.g. ZipLoRA "
                                       "at its public settings); their merge rows are labelled '<merge> (<name>)'.")
     arms: dict[str, Any] = option({}, "captions: exactly two arms, name -> overlay; the first is tested against "
-                                  "the second, per method.")
+                                  "the second, per method. envelope: the other methods' training lengths (two or "
+                                  "more), name -> overlay, e.g. {half: {train: {steps: 200}}}; the reference is "
+                                  "compared with the upper envelope of their frontiers.")
     samplers: dict[str, dict[str, Any]] = option(
         {}, "frontier, captions, arms: sampler -> its sweep, e.g. {cfg: {sample.cfg_scale: [1.5, 3]}, consistency: "
         "{sample.w_con: [1, 2]}}. Every method is then swept under each sampler on the same LoRAs (sampling cells "
@@ -66,6 +72,12 @@ class ClaimSpec:
         "{methods: {dco: {beta: 50}}}}). The reference is trained under each, the other methods once at the claim's "
         "config; each recipe gets its own objective-effect rows under each sampler, and the report adds the "
         "reference's training curves per recipe (a beta sweep).")
+    anchor: str = option(
+        "base", "frontier, captions, arms: where the hypervolume's fidelity axis starts. base: at the base model's "
+        "own fidelity per subject (the class prior: one anchor cell per subject, its LoRA switched off by consistency "
+        "guidance at w_con 0, on the claim's prompts and seeds), so a point that draws no more of the subject than "
+        "the base model earns no area; worst: at every point's worst value less 10% of the range (before 0.9).",
+        choices=["base", "worst"])
     units: list[str] = option(["subject", "seed"], "captions / arms: the columns a pair of frontiers shares; "
                               "[subject] pairs arms run on different training seeds (a negative control).")
     expect: str = option("", "captions / arms, for a control: what its headline judges' intervals must say: ahead "
@@ -138,18 +150,22 @@ def _check_claim(path: Path, name: str, c: ClaimSpec) -> None:
     for h in c.headline:
         if h not in c.judges:
             raise DcoError(f"{where}.headline: '{h}' is not one of its judges ({', '.join(c.judges)})")
-    if c.kind in ("frontier", "merge") and c.reference not in c.methods:
+    if c.kind in ("frontier", "merge", "envelope") and c.reference not in c.methods:
         raise DcoError(f"{where}.reference: '{c.reference}' is not one of its methods ({', '.join(c.methods)})")
     if c.kind == "frontier" and len(c.methods) < 2 and not c.targets:
         raise DcoError(f"{where}.methods: a frontier claim compares the reference with at least one other method "
                        "(one method alone needs `targets:`, e.g. a recipe search)")
     if c.kind == "merge" and c.reference_merge not in c.merges:
         raise DcoError(f"{where}.reference_merge: '{c.reference_merge}' is not one of its merges")
+    if c.kind == "envelope" and (len(c.methods) < 2 or len(c.arms) < 2):
+        raise DcoError(f"{where}: an envelope claim has the reference and another method, and two or more arms "
+                       "(the other methods' training lengths, e.g. {half: {train: {steps: 200}}, full: {}})")
     if c.kind in ("captions", "arms") and len(c.arms) != 2:
         raise DcoError(f"{where}.arms: a {c.kind} claim has exactly two arms (tested, then baseline), "
                        f"got {len(c.arms)}")
-    if c.kind not in ("captions", "arms") and c.arms:
-        raise DcoError(f"{where}.arms: only a captions claim has arms; use variants for a merge claim")
+    if c.kind not in ("captions", "arms", "envelope") and c.arms:
+        raise DcoError(f"{where}.arms: only a captions, arms or envelope claim has arms; use variants for a merge "
+                       "claim")
     if c.kind != "merge" and (c.variants or c.styles):
         raise DcoError(f"{where}: variants and styles belong to a merge claim")
     if c.units not in (["subject", "seed"], ["subject"]):
@@ -177,6 +193,9 @@ def _check_claim(path: Path, name: str, c: ClaimSpec) -> None:
     _check_recipes(where, c)
     for kind, names in (("arms", c.arms), ("recipes", c.recipes)):
         for r in names:
+            if str(r) in (ANCHOR, REFERENCE_ARM):
+                raise DcoError(f"{where}.{kind}.{r}: '{r}' names a claim's own cells (its base-model anchor or an "
+                               "envelope's reference); pick another name")
             if "@" in str(r):
                 raise DcoError(f"{where}.{kind}.{r}: a name cannot contain '@' (it joins an arm and its sampler)")
     if len(c.samplers) == 1:
@@ -201,60 +220,3 @@ def _check_recipes(where: str, c: ClaimSpec) -> None:
             what = f"methods.{others[0]}" if others else "sample.guidance"
             raise DcoError(f"{where}.recipes.{r}: '{what}' cannot be set in a recipe; a recipe trains the reference "
                            f"({c.reference}) only, and the samplers set the guidance")
-
-
-def overlay(value, study_file: Path, where: str) -> dict:
-    """An arm's overlay: a mapping, or a YAML run config relative to the study file."""
-    if value is None:
-        return {}
-    if isinstance(value, str):
-        return load_yaml(study_file.parent / value)
-    if not isinstance(value, dict):
-        raise DcoError(f"{where}: expected a mapping of run-config keys or a YAML file path (got {value!r})")
-    return value
-
-
-def claim_arms(spec: StudySpec, study_file: Path, name: str, c: ClaimSpec) -> list[Arm]:
-    """The runs of one claim."""
-    base = deep_merge(spec.config, c.config)
-    if c.subjects:
-        base["subjects"] = list(c.subjects)
-    if c.kind == "frontier" and c.samplers and c.recipes:
-        # the other methods once per sampler; the reference once per recipe and sampler ("<recipe>@<sampler>")
-        others = [m for m in c.methods if m != c.reference]
-        arms = [sampler_arm(name, s, base, sweep, others) for s, sweep in c.samplers.items()] if others else []
-        for r, value in c.recipes.items():
-            cfg = deep_merge(base, overlay(value, study_file, f"claims.{name}.recipes.{r}"))
-            for s, sweep in c.samplers.items():
-                arm = sampler_arm(name, s, cfg, sweep, [c.reference])
-                arms.append(Arm(name, f"{r}@{s}", arm.config, arm.methods))
-        return arms
-    if c.kind == "frontier" and c.samplers:
-        return [sampler_arm(name, s, base, sweep, list(c.methods)) for s, sweep in c.samplers.items()]
-    if c.kind == "frontier":
-        return [Arm(name, "main", base, list(c.methods))]
-    if c.kind == "merge":
-        if c.styles:
-            base["styles"] = list(c.styles)
-        arms = [Arm(name, "main", base, list(c.methods), list(c.merges), merges_only=True)]
-        for v, value in c.variants.items():
-            cfg = deep_merge(base, overlay(value, study_file, f"claims.{name}.variants.{v}"))
-            arms.append(Arm(name, v, cfg, list(c.methods), list(c.merges), merges_only=True))
-        return arms
-    arms = [Arm(name, a, deep_merge(base, overlay(value, study_file, f"claims.{name}.arms.{a}")), list(c.methods))
-            for a, value in c.arms.items()]
-    if c.samplers:  # every arm under each sampler, on the arm's LoRAs: "<arm>@<sampler>"
-        return [Arm(name, f"{a.name}@{s}", sampler_arm(name, s, a.config, sweep, a.methods).config, a.methods)
-                for a in arms for s, sweep in c.samplers.items()]
-    return arms
-
-
-def sampler_arm(claim: str, sampler: str, base: dict, sweep: dict, methods: list[str]) -> Arm:
-    """The arm of one sampler: every method's sweep *replaced* by the sampler's (a merge would keep
-    the method's own knob beside it and sweep their product) and `sample.guidance` set to it."""
-    cfg = copy.deepcopy(base)
-    cfg.setdefault("sample", {})["guidance"] = sampler
-    for m in methods:
-        entry = cfg.setdefault("methods", {}).setdefault(m, {})
-        entry["sweep"] = copy.deepcopy(sweep)
-    return Arm(claim, sampler, cfg, methods)

@@ -8,11 +8,14 @@ compared is run on the same units, so the comparison is paired.
 per knob value (DCO's w_con, DreamBooth's CFG scale), each at (prompt fidelity x, subject or
 style fidelity y). Its score is the *hypervolume* of those points: the area of the union of the
 rectangles [r_x, x_i] x [r_y, y_i], i.e. the area of the (x, y) plane its Pareto frontier dominates
-above a reference point r. Both axes are in each metric's better direction; over every cell of
-the two compared methods (all units), r is the worst value of each axis less 10% of that axis's
-range (so that a point at the worst prompt fidelity but the best subject fidelity still counts),
-and the area is divided by the box from r to the best values, so it is in [0, 1]: 1 would be one
-point at the best x and the best y at once. A method that is better at every matched prompt fidelity has the larger area;
+above a reference point r. Both axes are in each metric's better direction. r_x is the worst prompt
+fidelity over every cell of the two compared methods (all units) less 10% of its range (so that a
+point at the worst prompt fidelity but the best subject fidelity still counts). r_y is the unit's
+subject's *anchor*: the base model's own fidelity on it (`anchors.py`; a claim without anchor cells
+takes the worst fidelity less 10% of its range, as before), so a point with no more of the subject
+than the base model earns nothing. The area is divided by one box per comparison, from (r_x, the
+lowest anchor) to the best values, so it is at most 1: 1 would be one point at the best x and the
+best y at once. A method that is better at every matched prompt fidelity has the larger area;
 one that only trades one axis for the other gains on one side and loses on the other. The
 statistic is the per-unit difference ΔHV = HV(A) - HV(B).
 
@@ -45,7 +48,9 @@ import numpy as np
 import pandas as pd
 
 from .intervals import MARGIN, NO_DIFFERENCE, hypervolume, oriented, summarize, verdict  # noqa: F401 (re-exported)
+from .anchors import frame_of, scaled
 from .ppi import corrected_difference
+from ..report.tables import t_critical
 
 JUDGE_ONLY = "judge only: not checked on these outputs"
 
@@ -54,35 +59,77 @@ def frontier_difference(df: pd.DataFrame, a: str, b: str, x: str, y: str, group:
                         units=("subject", "seed"), label: str = "") -> dict:
     """ΔHV = HV(A) - HV(B) per unit, for the rows of `df` whose `group` is `a` or `b`, with the
     shared reference point and box of the module docstring; summarised with the verdict, which
-    names A as `label` (default `a`). Where `df.attrs["corrections"]` holds blind labels of these
-    outputs for judge `y` (`ppi.LabelSet`), the points are label-corrected first and the interval
-    carries the labels' noise (`ppi.corrected_difference`); the judge-only result is kept under
-    `judge_only`. Every result names its `basis`."""
-    judge_only = _judge_difference(df, a, b, x, y, group, units, label or a)
+    names A as `label` (default `a`). Where `df.attrs["anchors"]` holds the base model's fidelity per
+    subject for judge `y` (`anchors.anchor_values`), each unit's reference point on the fidelity axis
+    is its subject's anchor, and the worst-value result is kept under `unanchored`. Where
+    `df.attrs["corrections"]` holds blind labels of these outputs for judge `y` (`ppi.LabelSet`), the
+    points are label-corrected first and the interval carries the labels' noise
+    (`ppi.corrected_difference`); the judge-only result is kept under `judge_only`. Every result
+    names its `basis` and its `anchor`."""
+    table = (df.attrs or {}).get("anchors")
+    anchors = None if table is None else table.get(y, {})  # a claim with anchor cells but none finished: no units
+    res = _difference(df, a, b, x, y, group, units, label or a, anchors)
+    if anchors is not None:
+        old = _difference(df, a, b, x, y, group, units, label or a, None)
+        res["unanchored"] = {k: old[k] for k in ("estimate", "ci_low", "ci_high", "verdict")}
+    return res
+
+
+def _difference(df, a, b, x, y, group, units, label, anchors) -> dict:
+    judge_only = _judge_difference(df, a, b, x, y, group, units, label, anchors)
     labels = (df.attrs.get("corrections") or {}).get(y)
+    anchor = "base model" if anchors is not None else "worst value"
     if labels is None or not len(labels):
         why = (df.attrs.get("basis_notes") or {}).get(y, JUDGE_ONLY)
-        return {**judge_only, "basis": why, "labels": 0}
+        return {**judge_only, "basis": why, "labels": 0, "anchor": anchor}
     arm = df["arm"].astype(str) if "arm" in df else ""
     strata = df.assign(stratum=arm + "|" + df["method"].astype(str) + "|" + df["knob_label"].astype(str))
-    res = corrected_difference(strata, a, b, x, y, labels, group, units, label or a)
-    return {**res, "judge_only": judge_only}
+    res = corrected_difference(strata, a, b, x, y, labels, group, units, label, anchors=anchors)
+    return {**res, "judge_only": judge_only, "anchor": anchor}
 
 
-def _judge_difference(df: pd.DataFrame, a: str, b: str, x: str, y: str, group: str, units, label: str) -> dict:
+def _judge_difference(df: pd.DataFrame, a: str, b: str, x: str, y: str, group: str, units, label: str,
+                      anchors: dict | None = None) -> dict:
     part = df[df[group].isin([a, b])].assign(_x=lambda d: oriented(d, x), _y=lambda d: oriented(d, y))
     part = part[np.isfinite(part["_x"]) & np.isfinite(part["_y"])]
     if part.empty:
         return {**summarize({}, label), "diffs": {}}
-    lo, hi = part[["_x", "_y"]].min(), part[["_x", "_y"]].max()
-    ref = tuple(lo - MARGIN * (hi - lo))
-    box = tuple(hi)
+    rx, box, floor, refs = frame_of(part["_x"], part["_y"], anchors, part[units[0]].unique())
     diffs = {}
     for unit, rows in part.groupby(list(units), sort=True):
-        hv = {g: hypervolume(zip(r["_x"], r["_y"]), ref, box) for g, r in rows.groupby(group)}
+        subject = unit[0] if isinstance(unit, tuple) else unit
+        if subject not in refs:
+            continue
+        ref = (rx, refs[subject])
+        hv = {g: scaled(hypervolume(zip(r["_x"], r["_y"]), ref, box), ref[1], box[1], floor)
+              for g, r in rows.groupby(group)}
         if a in hv and b in hv:
             diffs[unit] = hv[a] - hv[b]
     return {**summarize(diffs, label), "diffs": diffs}
+
+
+def interaction(first: dict, second: dict, label: str) -> dict:
+    """The difference of two frontier comparisons of the same two sides on the same units, e.g. the
+    objective effect under consistency guidance less the one under CFG: the objective × sampler
+    interaction, one per-unit statistic (ΔHV_1 − ΔHV_2), summarised over subjects like any other.
+    Label-corrected comparisons (`ppi.corrected_difference`) on the same subjects share their
+    bootstrap's subject draws, and the labels of their points are disjoint, so the interval is the
+    t-interval of the replicates' differences; its basis is the two rows'."""
+    diffs = {u: first["diffs"][u] - second["diffs"][u] for u in first.get("diffs", {}) if u in second.get("diffs", {})}
+    res = {**summarize(diffs, label), "diffs": diffs}
+    r1, r2 = first.get("replicates"), second.get("replicates")
+    if r1 is not None and r2 is not None and list(first["subjects"]) == list(second["subjects"]) and res["n"] >= 2:
+        m = res["n"]
+        half = float(t_critical(m - 1) * np.std(r1 - r2, ddof=1) * math.sqrt(m / (m - 1)))
+        lo, hi = res["estimate"] - half, res["estimate"] + half
+        res.update(ci_low=lo, ci_high=hi, half_width=half, bound=max(abs(lo), abs(hi)), verdict=verdict(lo, hi, label))
+    bases = sorted({first.get("basis") or JUDGE_ONLY, second.get("basis") or JUDGE_ONLY})
+    res["basis"] = " / ".join(bases)
+    res["labels"] = int(first.get("labels", 0)) + int(second.get("labels", 0))
+    res["anchor"] = first.get("anchor", "worst value")
+    if "judge_only" in first and "judge_only" in second:
+        res["judge_only"] = interaction(first["judge_only"], second["judge_only"], label)
+    return res
 
 
 def paired_difference(df: pd.DataFrame, a: dict, b: dict, column: str, label: str,

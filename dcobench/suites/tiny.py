@@ -35,7 +35,9 @@ DEFAULTS = {
     # they say nothing about fidelity
     "score": {"clip": "tiny-clip", "dino": "tiny-dino", "dinov2": "tiny-dino"},
     "methods": {
-        "dco": {"sweep": {"sample.w_con": [1.0, 2.0]}},
+        # the variant the committed tiny baselines measured (per-sample gap, base prompt); the method's
+        # defaults are the authors' rules (methods/dco.py)
+        "dco": {"reference_prompt": "base", "gap": "sample", "sweep": {"sample.w_con": [1.0, 2.0]}},
         "dreambooth": {"sweep": {"sample.cfg_scale": [3.0, 7.5]}},
     },
     # what a method without a sweep of its own (a plugin's) takes under its guidance: the same knobs
