@@ -33,8 +33,7 @@ from .corrections import study_labels
 from .claims import Section, captions_section, frontier_section, labeller, merge_section
 from .controls import check_lines, control_checks
 from .envelope import envelope_section
-from .run import MANIFEST, ordered_claims
-from .spec import ANCHOR_CELLS
+from .run import MANIFEST, claim_ids, ordered_claims
 from .verdicts import claim_sentence, findings_table
 
 RULE = ("Verdict rule: per replication unit (subject or style × training seed; for merges subject × style × seed), "
@@ -61,12 +60,6 @@ def _subset(cells: pd.DataFrame, ids) -> pd.DataFrame:
     out = cells[cells["cell_id"].isin(set(ids))].copy()
     out.attrs = cells.attrs
     return out
-
-
-def claim_ids(manifest: dict, name: str) -> set[str]:
-    claim = manifest["claims"][name]
-    return {i for a in claim["arms"].values() for i in a["cells"] + a["merge_cells"]} | \
-        set(claim.get(ANCHOR_CELLS, {}).get("cells", []))
 
 
 def claim_cells(manifest: dict, cells: pd.DataFrame, name: str) -> tuple[pd.DataFrame, int]:

@@ -124,13 +124,19 @@ def ordered_claims(manifest: dict) -> list[tuple[str, dict]]:
     return [(n, manifest["claims"][n]) for n in manifest["claim_order"]]
 
 
+def claim_ids(manifest: dict, name: str) -> set[str]:
+    """Every cell a claim names: its arms' cells and merge cells, and its anchor cells."""
+    claim = manifest["claims"][name]
+    return {i for a in claim["arms"].values() for i in a["cells"] + a["merge_cells"]} | \
+        set(claim.get(ANCHOR_CELLS, {}).get("cells", []))
+
+
 def describe(sp: StudyPlan) -> list[str]:
     """What `dcobench study --plan` prints: cells and trained LoRAs per claim and in all."""
     by_id = {c.cell_id: c for c in sp.plan.cells + sp.plan.merge_cells}
     lines = []
     for name, claim in ordered_claims(sp.manifest):
-        ids = {i for a in claim["arms"].values() for i in a["cells"] + a["merge_cells"]} | \
-            set(claim.get(ANCHOR_CELLS, {}).get("cells", []))
+        ids = claim_ids(sp.manifest, name)
         loras = {t for i in ids for t in _train_ids(by_id[i])}
         lines.append(f"{name} ({claim['kind']}): {len(ids)} cells, {len(loras)} LoRAs, arms "
                      f"{', '.join(claim['arms'])}")
